@@ -1,0 +1,102 @@
+"""Entry point of a worker process: ``python -m job_stream._worker FD``.
+
+Workers start from here, never from the user's script, so a script without
+an ``if __name__ == '__main__':`` guard is not re-run, whatever the platform.
+The user's code arrives by value (cloudpickle) in a ``run`` message.
+
+FD is one end of a socket pair to the primary.  A reader thread drains it
+into a queue, so the primary can always send (no deadlock when both sides
+send large messages), and leaves the process at once when it closes, which
+happens when the primary exits or is killed: workers never outlive it.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import random
+import sys
+import threading
+from multiprocessing.connection import Connection
+
+from .batch import Failed
+from .errors import short_repr
+from .executors.chain import ChainRunner, failure
+from .serialization import dumps, find_unpicklable, loads
+
+
+def _read_forever(conn: Connection, inbox: queue.SimpleQueue) -> None:
+    try:
+        while True:
+            inbox.put(conn.recv_bytes())
+    except (EOFError, OSError):
+        os._exit(0)  # the primary is gone: leave now, whatever is running
+
+
+def _send_outcome(conn: Connection, run_id: int, outcome, last_stage: str) -> None:
+    try:
+        data = dumps(('out', run_id, outcome))
+    except Exception:
+        outputs = [w for segment in outcome.outputs for w in segment]
+        index, error = find_unpicklable(outputs)
+        data = dumps(('out', run_id, Failed(
+            outcome.batch, last_stage, short_repr(outputs[index]),
+            f'Work emitted by stage {last_stage!r} cannot be pickled to send '
+            f'it to the primary process: {error!r}. Emit plain data (numbers, '
+            f'strings, lists, dicts, numpy arrays, picklable objects).\n')))
+    conn.send_bytes(data)
+
+
+def main() -> None:
+    conn = Connection(int(sys.argv[1]))
+    sys.stdout.reconfigure(line_buffering=True)
+    sys.stderr.reconfigure(line_buffering=True)
+    random.seed()  # fresh interpreters already differ; be explicit anyway
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    threading.Thread(target=_read_forever, args=(conn, inbox),
+                     daemon=True).start()
+    run_id, runner, setup_error, chains = None, None, None, {}
+    while True:
+        msg = loads(inbox.get())
+        kind = msg[0]
+        if kind == 'batch':
+            _, rid, batch_id, chain_id, works, cuts = msg
+            if rid != run_id:
+                continue  # left over from an aborted run
+            if setup_error is not None:
+                outcome = setup_error._replace_batch(batch_id)
+            else:
+                outcome = runner.run(batch_id, chain_id, works, cuts)
+            _send_outcome(conn, run_id, outcome,
+                          chains[chain_id][-1].name if chains else '?')
+            sys.stdout.flush()
+            sys.stderr.flush()
+        elif kind == 'run':
+            _, run_id, blob, path, cwd = msg
+            sys.path[:] = path
+            try:
+                os.chdir(cwd)
+            except OSError:
+                pass
+            try:
+                chains = loads(blob)
+                runner, setup_error = ChainRunner(chains), None
+            except Exception as e:
+                setup_error = _SetupError(e)
+        elif kind == 'quit':
+            return
+
+
+class _SetupError:
+    """Loading the pipeline's code failed in this worker (e.g. an import)."""
+
+    def __init__(self, error: BaseException):
+        self.failed = failure(-1, '(loading the pipeline in a worker process)',
+                              None, error)
+
+    def _replace_batch(self, batch_id: int) -> Failed:
+        f = self.failed
+        return Failed(batch_id, f.stage, f.work, f.traceback, f.error)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,59 @@
+"""The vocabulary shared by the Processor and the executors: batches and outcomes.
+
+A :class:`Batch` is the unit of dispatch: a list of works for one chain, cut
+into *segments* (consecutive works that belong to the same reduction).  An
+executor runs it and answers with exactly one outcome:
+
+* :class:`Done` - the outputs, one list per segment, and the time spent;
+* :class:`Failed` - user code raised; carries the traceback as text;
+* :class:`Lost` - the worker died or overran its timeout; the batch may be
+  retried.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+@dataclass
+class Batch:
+    """Works sent to one chain.  ``segments`` is a list of
+    ``(reduction, count, producer)``; ``cuts`` the counts alone, which is
+    all a worker needs to split its outputs the same way."""
+    id: int
+    chain: int
+    works: list
+    segments: list
+    attempts: int = 0
+
+    @property
+    def cuts(self) -> list:
+        return [count for _, count, _ in self.segments]
+
+
+@dataclass
+class Done:
+    batch: int
+    outputs: list            # one list of emitted works per segment
+    wall: float = 0.0        # seconds in user code
+    cpu: float = 0.0         # CPU seconds in user code
+    host: int = 0            # index of the host (rank) that ran it
+
+
+@dataclass
+class Failed:
+    batch: int
+    stage: str               # name of the stage that raised
+    work: str                # short repr of the work it was given
+    traceback: str           # formatted remote traceback
+    error: Optional[BaseException] = None  # the exception, when it unpickles
+
+
+@dataclass
+class Lost:
+    batch: int
+    reason: str              # e.g. 'worker process killed by signal SIGKILL'
+    extra: dict = field(default_factory=dict)
+
+
+Outcome = Any  # Done | Failed | Lost

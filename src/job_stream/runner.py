@@ -1,0 +1,149 @@
+"""``run()``: drive one run, connecting the Processor to its executors.
+
+Every front end (inline, common, map, sweep, cluf) ends here.  The loop is:
+fill the executors' free slots with the Processor's next batches, wait a
+bounded time for outcomes, apply them, hand results to the result handler,
+repeat until the Processor says the run is finished; then print the report.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Callable, Iterable, Optional
+
+from .errors import JobStreamError, annotate
+from .executors.inline import InlineExecutor
+from .executors.processes import local_cpu_count, shared_pool
+from .pipeline import Close, Pipeline
+from .processor import Processor
+
+# Longest time the loop blocks waiting for outcomes before it looks around
+# (deadlines, progress line); a liveness bound, not a polling interval: the
+# wait returns as soon as any outcome arrives.
+LOOP_SECONDS = 0.5
+# Seconds between progress line updates.
+PROGRESS_SECONDS = 0.25
+
+
+def cpu_count(processes: Optional[int] = None) -> int:
+    """Worker slots a run on this machine gets."""
+    return processes or local_cpu_count()
+
+
+def make_closers(compiled) -> dict:
+    """One Reducer/Frame instance per Close node, set up for this run."""
+    closers = {}
+    for node in compiled.nodes:
+        if isinstance(node, Close):
+            closer = node.closer.factory()
+            closer.config = dict(node.closer.config)
+            closer.postSetup()
+            closers[node.id] = closer
+    return closers
+
+
+def run(pipeline: Pipeline, work: Iterable, *,
+        handle_result: Optional[Callable[[Any], None]] = None,
+        processes: Optional[int] = None, max_attempts: int = 3,
+        show_progress: bool = True, report: bool = True) -> Optional[list]:
+    """Run ``pipeline`` over ``work``; return the results, or None if
+    ``handle_result`` received them one by one."""
+    compiled = pipeline.compile()
+    local = {c.id: c.jobs for c in compiled.chains if not c.use_multiprocessing}
+    remote = {c.id: c.jobs for c in compiled.chains if c.use_multiprocessing}
+    executors = []
+    pool = None
+    if remote:
+        pool = shared_pool(processes)
+        pool.start(remote)
+        executors.append((pool, True))
+    inline = InlineExecutor()
+    inline.start(local)
+    executors.append((inline, False))
+    started = time.perf_counter()
+    proc = Processor(compiled, make_closers(compiled), work,
+                     slots=pool.slots if pool else 1, max_attempts=max_attempts)
+    results: Optional[list] = [] if handle_result is None else None
+    progress = _Progress(work) if show_progress and _is_tty() else None
+    try:
+        while not proc.finished:
+            for executor, kind in executors:
+                for short_only in (False, True):
+                    while executor.room(short_only):
+                        batch = proc.next_batch(kind, short_only)
+                        if batch is None:
+                            break
+                        executor.submit(batch)
+            outcomes = inline.wait(0)
+            if pool is not None and pool.in_flight():
+                outcomes += pool.wait(0 if outcomes else LOOP_SECONDS)
+            elif (not outcomes and not proc.finished and proc.input_done
+                  and not proc.pending_items):
+                raise JobStreamError(
+                    f'internal error: the run stalled with nothing to run '
+                    f'({len(proc.reductions)} reductions open); please '
+                    f'report this with your script')
+            for outcome in outcomes:
+                proc.apply(outcome)
+            _deliver(proc.take_results(), handle_result, results)
+            if progress is not None:
+                progress.update(proc)
+    except BaseException:
+        if pool is not None:
+            pool.abort()
+        raise
+    finally:
+        if progress is not None:
+            progress.close()
+        if report:
+            hosts = pool.hosts() if pool else inline.hosts()
+            if pool:
+                hosts[0].messages = pool.messages
+                hosts[0].work_messages = pool.work_messages
+                hosts[0].comm_seconds = pool.comm_seconds
+            print(proc.stats.report(hosts, time.perf_counter() - started),
+                  file=sys.stderr, flush=True)
+    return results
+
+
+def _deliver(batch: list, handle_result, results: Optional[list]) -> None:
+    if not batch:
+        return
+    if handle_result is None:
+        results.extend(batch)
+        return
+    for result in batch:
+        try:
+            handle_result(result)
+        except Exception as e:
+            raise annotate(e, 'result handler', result)
+
+
+def _is_tty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class _Progress:
+    """A progress line on stderr (tqdm): input read, results out, rate, ETA."""
+
+    def __init__(self, work: Iterable):
+        from tqdm import tqdm
+        total = len(work) if hasattr(work, '__len__') else None
+        self._bar = tqdm(total=total, file=sys.stderr, unit='item',
+                         dynamic_ncols=True, leave=False, mininterval=0.25)
+        self._last = 0.0
+
+    def update(self, proc: Processor) -> None:
+        now = time.monotonic()
+        if now - self._last < PROGRESS_SECONDS:
+            return
+        self._last = now
+        self._bar.n = proc.input_position
+        self._bar.set_postfix_str(f'{proc.delivered} results', refresh=False)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        self._bar.close()
