@@ -1,0 +1,42 @@
+"""Shared test helpers: run a user script as a real process, as users do."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', 'src'))
+
+
+def script_env(extra=None):
+    """The environment a test script runs with: this checkout's package first."""
+    env = dict(os.environ)
+    env['PYTHONPATH'] = SRC + os.pathsep + env.get('PYTHONPATH', '')
+    env.setdefault('PYTHONUNBUFFERED', '1')
+    env.update(extra or {})
+    return env
+
+
+@pytest.fixture
+def run_script(tmp_path):
+    """Write ``code`` to a file and run it with ``python file ARGS``.
+
+    Returns the CompletedProcess (text stdout/stderr).  With ``check=True``
+    (default) a non-zero exit fails the test showing both streams.
+    ``launcher`` is prepended to the command (e.g. ``['mpiexec', '-n', '2']``).
+    """
+    def run(code, *args, timeout=120, env=None, cwd=None, check=True,
+            name='script.py', launcher=()):
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(code))
+        proc = subprocess.run(
+            [*launcher, sys.executable, str(path), *map(str, args)],
+            capture_output=True, text=True, timeout=timeout,
+            env=script_env(env), cwd=cwd or tmp_path, stdin=subprocess.DEVNULL)
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f'{path.name} exited {proc.returncode}\n--- stdout ---\n'
+                f'{proc.stdout}\n--- stderr ---\n{proc.stderr}')
+        return proc
+    return run
