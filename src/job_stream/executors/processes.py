@@ -76,10 +76,12 @@ class _Worker:
         self.conn = Connection(mine.detach())
         self.inflight: dict = {}  # batch id -> (batch, deadline or None)
         self.run_id = None
-        for pipe, name in ((self.proc.stdout, 'stdout'),
-                           (self.proc.stderr, 'stderr')):
-            threading.Thread(target=_forward, args=(pipe, name),
-                             daemon=True).start()
+        self.forwarders = [
+            threading.Thread(target=_forward, args=(pipe, name), daemon=True)
+            for pipe, name in ((self.proc.stdout, 'stdout'),
+                               (self.proc.stderr, 'stderr'))]
+        for thread in self.forwarders:
+            thread.start()
 
     def send(self, data: bytes) -> None:
         self.conn.send_bytes(data)
@@ -198,6 +200,9 @@ class ProcessExecutor(Executor):
             except subprocess.TimeoutExpired:
                 w.kill()
                 w.proc.wait()
+        for w in workers:  # copy the last of their output before we exit
+            for thread in w.forwarders:
+                thread.join(max(0.01, deadline + 1 - time.monotonic()))
 
     def abort(self) -> None:
         """Kill the workers still busy with this run's batches."""
