@@ -4,7 +4,8 @@ Tiny tasks must travel in big batches or the per-message cost drowns them;
 long tasks must travel one at a time or they wait behind each other while a
 worker idles.  :class:`BatchSizer` learns the time per item of one chain from
 the batches it has run and grows the batch geometrically (x2 per completed
-batch, from 1) towards ``TARGET_SECONDS`` worth of work.
+batch, from 1) towards ``TARGET_SECONDS`` worth of work; items longer than
+``LONG_ITEM_SECONDS`` travel one per batch.
 
     >>> s = BatchSizer()
     >>> s.size
@@ -15,12 +16,21 @@ batch, from 1) towards ``TARGET_SECONDS`` worth of work.
 """
 from __future__ import annotations
 
-# Wall time one batch should take.  Chosen with bench/throughput.py on the
-# 2-core CI machine: at 20 ms, 2M trivial items reach ~80% of the largest
-# batches' rate while the tail after the last input item stays <= 20 ms per
-# worker; at 5 ms the per-message cost dominated trivial items.
+# Wall time one batch should take.  Set with bench/throughput.py, section 1
+# (throughput, 2M trivial items, 2 workers): at 20 ms per batch the per-batch
+# cost (pickling, one socket round trip, the Processor's bookkeeping) is
+# well under 1% of the batch, while the tail after the last input item stays
+# <= ~20 ms per worker; at 5 ms the per-message cost dominated trivial items.
 TARGET_SECONDS = 0.02
-# Upper bound on items per batch, so a message stays a few MB at most.
+# Items longer than this travel one per batch, only to an idle worker (no
+# prefetch), so a long item never waits behind another on a busy worker
+# while a worker idles.  Set with bench/throughput.py, sections 2 and 3
+# (10 ms items, heavy-tailed makespan): batching/prefetching 10 ms items cost
+# up to one queued batch of tail per worker (several % of a 1 s run); one
+# round trip (~0.1-0.5 ms) is small against items of 2 ms and more.
+LONG_ITEM_SECONDS = 0.002
+# Upper bound on items per batch, so a message stays a few MB at most
+# (section 1: beyond ~20k trivial items per batch the rate is flat).
 MAX_ITEMS = 65536
 
 
@@ -40,6 +50,9 @@ class BatchSizer:
         sample = seconds / items
         self.per_item = (sample if self.per_item is None
                          else 0.5 * self.per_item + 0.5 * sample)
+        if self.per_item > LONG_ITEM_SECONDS:
+            self.size = 1
+            return
         ideal = TARGET_SECONDS / max(self.per_item, 1e-9)
         self.size = int(max(1, min(ideal, 2 * self.size, MAX_ITEMS)))
 
@@ -47,7 +60,7 @@ class BatchSizer:
     def prefetch(self) -> bool:
         """True when items are short enough to queue a batch ahead per worker.
 
-        Long items (over half the target batch time) are sent one at a time
-        to idle workers only, so none waits behind another on a busy worker.
+        Long items (over ``LONG_ITEM_SECONDS``) are sent one at a time to
+        idle workers only, so none waits behind another on a busy worker.
         """
-        return self.per_item is not None and 2 * self.per_item <= TARGET_SECONDS
+        return self.per_item is not None and self.per_item <= LONG_ITEM_SECONDS

@@ -26,7 +26,7 @@ from __future__ import annotations
 import builtins
 import inspect
 import itertools
-from operator import itemgetter
+from operator import eq, itemgetter
 from typing import Any, Callable, Iterable, Optional
 
 from .errors import ConfigurationError
@@ -314,8 +314,13 @@ class Work:
         work = itertools.chain(initial, self._initial) if initial else self._initial
         if self._result is not None:
             handler = self._result
-            results = run_pipeline(self._pipeline, work,
-                                   lambda r: _call(handler, work=r), self._options)
+            def call_result(r, handler=handler, Args=Args):
+                # one call per result, the hot path of @w.result: no _call
+                if type(r) is Args:
+                    return handler(*r.args, **r.kwargs)
+                return handler(r)
+            results = run_pipeline(self._pipeline, work, call_result,
+                                   self._options)
             return None
         if self._finish is None and not keep_results:
             run_pipeline(self._pipeline, work, _discard, self._options)
@@ -355,14 +360,37 @@ def _name(func: Any) -> str:
 
 
 class _IndexedCall:
-    """The job of :func:`map`: ``(i, args) -> (i, func(*args))``."""
+    """The job of :func:`map`: ``(i, x) -> (i, func(x))`` (``func(*x)`` with
+    several iterables).
 
-    def __init__(self, func: Callable):
+    Workers call :meth:`batch_call` once per batch segment instead: the calls
+    run in C (``map``/``starmap``) and a segment of consecutive indices
+    comes back as one ``(first index, [values])`` pair, so the primary
+    handles results per batch, not per item.
+    """
+
+    def __init__(self, func: Callable, star: bool):
         self.func = func
+        self.star = star
         self.__qualname__ = _name(func)
 
     def __call__(self, item):
-        return item[0], self.func(*item[1])
+        i, x = item
+        return i, [self.func(*x) if self.star else self.func(x)]
+
+    def batch_call(self, works: list, it) -> list:
+        if not works:
+            return []
+        calls = itertools.starmap if self.star else builtins.map
+        values = list(calls(self.func, builtins.map(_second, it)))
+        start = works[0][0]
+        if all(builtins.map(eq, builtins.map(_first, works),
+                            itertools.count(start))):
+            return [(start, values)]
+        return [(w[0], [v]) for w, v in builtins.zip(works, values)]
+
+
+_first, _second = itemgetter(0), itemgetter(1)
 
 
 def map(func: Callable, *iterables: Iterable, **workKwargs: Any) -> list:
@@ -374,14 +402,18 @@ def map(func: Callable, *iterables: Iterable, **workKwargs: Any) -> list:
     """
     if not iterables:
         raise TypeError('map() needs at least one iterable of arguments')
-    work = builtins.zip(itertools.count(), builtins.zip(*iterables))
-    w = Work(work, **workKwargs)
-    w.job(_IndexedCall(func))
+    star = len(iterables) > 1
+    args = builtins.zip(*iterables) if star else iterables[0]
+    w = Work(builtins.zip(itertools.count(), args), **workKwargs)
+    w.job(_IndexedCall(func, star))
     results = w.run()
     if results is None:
         return None
-    results.sort(key=itemgetter(0))
-    return [value for _, value in results]
+    results.sort(key=_first)  # one (first index, values) pair per segment
+    out: list = []
+    for _, values in results:
+        out.extend(values)
+    return out
 
 
 def getCpuCount() -> int:

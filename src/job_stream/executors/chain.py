@@ -5,11 +5,17 @@ code is called the same way everywhere: ``Args`` unpacked, ``None`` dropped,
 ``Multiple`` expanded, ``Job`` classes set up once per run with ``config``
 and ``postSetup``.  The inner loop is the hot path of the whole library: it
 does per item only the call and the append.
+
+A job function may carry a ``batch_call(works, it)`` attribute (the job of
+:func:`job_stream.map` does): it is then called once per batch segment, must
+call the user's function once per work taken from the iterator ``it`` (so a
+failure can be traced to its work), and returns the segment's outputs.
 """
 from __future__ import annotations
 
 import time
 import traceback
+from operator import length_hint
 from typing import Any
 
 from ..batch import Done, Failed
@@ -17,6 +23,9 @@ from ..errors import short_repr
 from ..objects import Args, Multiple
 from ..serialization import dumps, loads
 from ..stages import Job
+
+
+NoneType = type(None)
 
 
 class StageFailure(Exception):
@@ -42,10 +51,9 @@ class Step:
             self.job.postSetup()
 
     def run(self, works: list) -> list:
-        out: list = []
-        append, extend = out.append, out.extend
         job = self.job
         if job is not None:
+            out: list = []
             job._emitted = out
             handle = job.handleWork
             for work in works:
@@ -56,19 +64,50 @@ class Step:
             job._emitted = []
             return out
         func = self.func
+        batch_call = getattr(func, 'batch_call', None)
+        if batch_call is None and Args in set(map(type, works)):
+            return self._run_args(works)
+        # The hot path: the calls happen in C (map), and so do the checks for
+        # None and Multiple (one set of result types per batch).  On failure,
+        # how far ``it`` got tells which work raised.
+        it = iter(works)
+        try:
+            out = batch_call(works, it) if batch_call else list(map(func, it))
+        except Exception as e:
+            work = works[len(works) - length_hint(it) - 1]
+            raise StageFailure(self.name, work, e) from e
+        if batch_call is None:
+            kinds = set(map(type, out))
+            if NoneType in kinds or any(issubclass(k, Multiple) for k in kinds):
+                out = _flatten(out)
+        return out
+
+    def _run_args(self, works: list) -> list:
+        """Item by item, for batches holding ``Args`` works."""
+        func = self.func
+        out: list = []
         for work in works:
             try:
                 r = (func(*work.args, **work.kwargs) if type(work) is Args
                      else func(work))
             except Exception as e:
                 raise StageFailure(self.name, work, e) from e
-            if r is None:
-                continue
-            if isinstance(r, Multiple):
-                extend(r)
-            else:
-                append(r)
-        return out
+            out.append(r)
+        return _flatten(out)
+
+
+def _flatten(results: list) -> list:
+    """Drop ``None`` results and expand ``Multiple`` ones, in order."""
+    out: list = []
+    append, extend = out.append, out.extend
+    for r in results:
+        if r is None:
+            continue
+        if isinstance(r, Multiple):
+            extend(r)
+        else:
+            append(r)
+    return out
 
 
 class ChainRunner:
@@ -112,11 +151,16 @@ class ChainRunner:
 def failure(batch_id: int, stage: str, work: Any, error: BaseException) -> Failed:
     """A :class:`Failed` outcome whose exception survives pickling, or not."""
     frames = error.__traceback__
-    if frames is not None and frames.tb_frame.f_code is Step.run.__code__:
-        frames = frames.tb_next or frames  # start at the user's code
+    while (frames is not None and frames.tb_next is not None
+           and (frames.tb_frame.f_code in _PLUMBING
+                or frames.tb_frame.f_code.co_name == 'batch_call')):
+        frames = frames.tb_next  # start at the user's code
     tb = ''.join(traceback.format_exception(type(error), error, frames))
     try:
         error = loads(dumps(error))
     except Exception:
         error = None
     return Failed(batch_id, stage, short_repr(work), tb, error)
+
+
+_PLUMBING = (Step.run.__code__, Step._run_args.__code__)

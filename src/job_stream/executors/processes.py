@@ -210,6 +210,12 @@ class ProcessExecutor(Executor):
             if w.inflight:
                 w.kill()
                 w.inflight.clear()
+                # reap it, so the next start() sees it dead and replaces it
+                # (sending to it would raise BrokenPipeError)
+                try:
+                    w.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
         self._ready = []
 
     # -- the executor contract ----------------------------------------------

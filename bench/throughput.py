@@ -1,0 +1,352 @@
+"""job_stream against its peers, side by side, in one run.
+
+    python bench/throughput.py            # the measured run (2,000,000 items)
+    python bench/throughput.py --quick    # a smoke test (small sizes, < 1 min)
+
+Four measurements, each comparing contenders *interleaved*: every round runs
+A, B, C, ... once (the order rotates between rounds), and the table reports
+the median over rounds plus ratios against a reference measured in the same
+rounds.  On a shared or drifting machine absolute numbers move; ratios of
+interleaved medians move much less.
+
+1. throughput: items/s of a trivial job (``x + 1``) through ``job_stream.map``
+   and through a 2-stage inline pipeline (two ``@w.job``, ``@w.result``
+   summing), vs ``multiprocessing.Pool.imap`` (hand-tuned chunksize),
+   ``concurrent.futures.ProcessPoolExecutor.map`` (chunksize) and
+   ``joblib.Parallel``.  Goal: job_stream.map >= 0.5x Pool.imap, > joblib.
+2. efficiency: 10 ms CPU-bound items (a busy loop calibrated to 10 ms, not a
+   sleep): serial time of the same items measured in the same round, divided
+   by (workers x wall time).  Goal: >= the best peer's.
+3. makespan: heavy-tailed (lognormal) CPU-bound durations, wall time vs the
+   ideal max(sum / workers, longest task).  Goal: <= 1.05x.
+4. rss: peak RSS of the primary process streaming items from a generator
+   (each contender in its own fresh subprocess; ``ru_maxrss``), vs a serial
+   loop.  Goal for job_stream's Work with ``@w.result``: within 16 MiB of
+   the serial loop.
+
+Every pool is started and warmed up before it is timed (job_stream's pool
+persists across runs in one script, and so do the peers' pools here).
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import math
+import multiprocessing
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, '..', 'src'))
+
+import job_stream  # noqa: E402
+from job_stream.inline import Work  # noqa: E402
+
+WORKERS = 2
+# Pool.imap / ProcessPoolExecutor chunksize for trivial items, tuned by hand
+# on the 2-core machine (1000..100000 tried; flat above ~5000).
+CHUNKSIZE = 10000
+
+
+# -- the jobs -------------------------------------------------------------
+def inc(x):
+    return x + 1
+
+
+def double(x):
+    return 2 * x
+
+
+def spin(n):
+    """CPU-bound busy loop of ``n`` iterations."""
+    x = 0
+    for i in range(n):
+        x += i
+    return x
+
+
+def calibrate(seconds: float) -> tuple:
+    """Iterations of :func:`spin` per second, measured here and now."""
+    n = 10000
+    while True:
+        t = time.perf_counter()
+        spin(n)
+        dt = time.perf_counter() - t
+        if dt > 0.05:
+            return n / dt
+        n *= 2
+
+
+# -- contenders -------------------------------------------------------------
+class Peers:
+    """The peers' pools, started once and reused across rounds."""
+
+    def __init__(self, workers: int):
+        self.pool = multiprocessing.get_context('fork').Pool(workers)
+        self.ppe = concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context('fork'))
+        import joblib
+        self.joblib = joblib
+        self.parallel = joblib.Parallel(n_jobs=workers)
+        # warm up everything
+        self.pool.map(inc, range(100))
+        list(self.ppe.map(inc, range(100)))
+        self.parallel(joblib.delayed(inc)(i) for i in range(100))
+        job_stream.map(inc, range(100), report=False)
+
+    def close(self):
+        self.pool.terminate()
+        self.ppe.shutdown()
+
+
+def js_map(func, items):
+    return job_stream.map(func, items, report=False)
+
+
+def js_work(items):
+    total = [0]
+    with Work(items, report=False) as w:
+        w.job(inc)
+        w.job(double)
+
+        @w.result
+        def add(r):
+            total[0] += r
+    return total[0]
+
+
+def throughput_contenders(peers, n):
+    expect = sum(range(1, n + 1))
+    expect2 = 2 * expect
+
+    def check(value, want):
+        assert value == want, (value, want)
+
+    return {
+        'job_stream.map': lambda: check(sum(js_map(inc, range(n))), expect),
+        'job_stream Work 2-stage': lambda: check(js_work(range(n)), expect2),
+        f'Pool.imap(chunksize={CHUNKSIZE})': lambda: check(
+            sum(list(peers.pool.imap(inc, range(n), chunksize=CHUNKSIZE))), expect),
+        f'ProcessPoolExecutor.map(chunksize={CHUNKSIZE})': lambda: check(
+            sum(list(peers.ppe.map(inc, range(n), chunksize=CHUNKSIZE))), expect),
+        'joblib.Parallel': lambda: check(sum(peers.parallel(
+            peers.joblib.delayed(inc)(i) for i in range(n))), expect),
+    }
+
+
+def task_contenders(peers, sizes):
+    """Contenders running ``spin`` over ``sizes`` (long items: chunksize 1)."""
+    want = [spin(s) for s in sizes[:3]]
+
+    def check(out):
+        assert list(out[:3]) == want and len(out) == len(sizes)
+
+    return {
+        'job_stream.map': lambda: check(js_map(spin, sizes)),
+        'Pool.imap(chunksize=1)': lambda: check(
+            list(peers.pool.imap(spin, sizes, chunksize=1))),
+        'ProcessPoolExecutor.map': lambda: check(
+            list(peers.ppe.map(spin, sizes))),
+        'joblib.Parallel': lambda: check(peers.parallel(
+            peers.joblib.delayed(spin)(s) for s in sizes)),
+    }
+
+
+def interleave(contenders: dict, rounds: int, measure) -> dict:
+    """Run every contender once per round, rotating the order; return
+    name -> list of measurements."""
+    names = list(contenders)
+    out = {name: [] for name in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            out[name].append(measure(name, contenders[name]))
+    return out
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+# -- the four measurements --------------------------------------------------
+def bench_throughput(peers, n, rounds):
+    contenders = throughput_contenders(peers, n)
+    raw = interleave(contenders, rounds, lambda name, fn: n / timed(fn))
+    med = {k: statistics.median(v) for k, v in raw.items()}
+    ref = med[f'Pool.imap(chunksize={CHUNKSIZE})']
+    rows = [(k, f'{v / 1e6:.3f} M items/s', f'{v / ref:.2f}x Pool.imap',
+             _spread(raw[k])) for k, v in med.items()]
+    return rows, med
+
+
+def bench_efficiency(peers, items, rounds, rate):
+    sizes = [int(0.010 * rate)] * items
+    contenders = task_contenders(peers, sizes)
+    contenders = {'serial (reference)': lambda: [spin(s) for s in sizes],
+                  **contenders}
+    raw = interleave(contenders, rounds, lambda name, fn: timed(fn))
+    serial = raw.pop('serial (reference)')
+    # efficiency per round, against the serial time of the same round
+    eff = {k: [serial[i] / (WORKERS * v[i]) for i in range(rounds)]
+           for k, v in raw.items()}
+    med = {k: statistics.median(v) for k, v in eff.items()}
+    best = max(v for k, v in med.items() if not k.startswith('job_stream'))
+    rows = [(k, f'{v:.3f} efficiency', f'{v / best:.2f}x best peer',
+             _spread(eff[k])) for k, v in med.items()]
+    return rows, med
+
+
+def bench_makespan(peers, items, rounds, rate, seconds):
+    rng = random.Random(42)
+    # lognormal with sigma 1.5: a few tasks are 10-50x the median
+    raw_d = [rng.lognormvariate(0, 1.5) for _ in range(items)]
+    scale = seconds / sum(raw_d)
+    durations = [d * scale for d in raw_d]
+    sizes = [max(1, int(d * rate)) for d in durations]
+    contenders = task_contenders(peers, sizes)
+    contenders = {'serial (reference)': lambda: [spin(s) for s in sizes],
+                  **contenders}
+    raw = interleave(contenders, rounds, lambda name, fn: timed(fn))
+    serial = raw.pop('serial (reference)')
+    longest_share = max(durations) / sum(durations)
+    # ideal per round from that round's serial time (CPU speed drifts)
+    ratio = {k: [v[i] / max(serial[i] / WORKERS, serial[i] * longest_share)
+                 for i in range(rounds)] for k, v in raw.items()}
+    med = {k: statistics.median(v) for k, v in ratio.items()}
+    rows = [(k, f'{v:.3f}x ideal', '', _spread(ratio[k]))
+            for k, v in med.items()]
+    note = (f'{items} tasks, lognormal(sigma=1.5), {seconds:.1f} s serial, '
+            f'longest task {100 * longest_share:.1f}% of the total')
+    return rows, med, note
+
+
+RSS_CONTENDERS = ['serial loop', 'job_stream Work @w.result',
+                  'job_stream.map (keeps results)', 'Pool.imap',
+                  'joblib.Parallel (generator)',
+                  'ProcessPoolExecutor.map']
+
+
+def rss_child(name: str, n: int) -> None:
+    """Run one contender over a generator of ``n`` items; print peak RSS."""
+    def gen():
+        for i in range(n):
+            yield i
+    total = 0
+    if name == 'serial loop':
+        for x in gen():
+            total += inc(x)
+    elif name == 'job_stream Work @w.result':
+        acc = [0]
+        with Work(gen(), report=False) as w:
+            w.job(inc)
+
+            @w.result
+            def add(r):
+                acc[0] += r
+        total = acc[0]
+    elif name == 'job_stream.map (keeps results)':
+        total = sum(job_stream.map(inc, gen(), report=False))
+    elif name == 'Pool.imap':
+        with multiprocessing.get_context('fork').Pool(WORKERS) as pool:
+            for r in pool.imap(inc, gen(), chunksize=CHUNKSIZE):
+                total += r
+    elif name == 'joblib.Parallel (generator)':
+        import joblib
+        for r in joblib.Parallel(n_jobs=WORKERS, return_as='generator')(
+                joblib.delayed(inc)(x) for x in gen()):
+            total += r
+    elif name == 'ProcessPoolExecutor.map':
+        with concurrent.futures.ProcessPoolExecutor(WORKERS) as ex:
+            for r in ex.map(inc, gen(), chunksize=CHUNKSIZE):
+                total += r
+    else:
+        raise SystemExit(f'unknown contender {name!r}')
+    assert total == sum(range(1, n + 1)), total
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(f'RSS {peak}')
+
+
+def bench_rss(n, rounds):
+    def measure(name, _):
+        out = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), '--rss-child', name,
+             '--items', str(n)], capture_output=True, text=True, check=True)
+        return int(out.stdout.split('RSS ')[-1]) / 1024
+    raw = interleave({k: None for k in RSS_CONTENDERS}, rounds, measure)
+    med = {k: statistics.median(v) for k, v in raw.items()}
+    base = med['serial loop']
+    rows = [(k, f'{v:.1f} MiB peak', f'{v - base:+.1f} MiB vs serial', '')
+            for k, v in med.items()]
+    return rows, med
+
+
+# -- output -------------------------------------------------------------------
+def _spread(values) -> str:
+    if len(values) < 2:
+        return ''
+    lo, hi = min(values), max(values)
+    mid = statistics.median(values)
+    return f'+/-{100 * (hi - lo) / 2 / mid:.0f}%' if mid else ''
+
+
+def print_table(title: str, rows, note: str = '') -> None:
+    print(f'\n### {title}' + (f'\n\n{note}' if note else '') + '\n')
+    print('| contender | median | ratio | spread |')
+    print('|---|---|---|---|')
+    for row in rows:
+        print('| ' + ' | '.join(row) + ' |')
+    sys.stdout.flush()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--quick', action='store_true',
+                    help='small sizes: a smoke test, not a measurement')
+    ap.add_argument('--items', type=int, default=None,
+                    help='items for throughput and rss (default 2,000,000)')
+    ap.add_argument('--rounds', type=int, default=None)
+    ap.add_argument('--only', default='throughput,efficiency,makespan,rss')
+    ap.add_argument('--rss-child', default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    n = args.items or (20000 if args.quick else 2_000_000)
+    if args.rss_child:
+        rss_child(args.rss_child, n)
+        return
+    rounds = args.rounds or (1 if args.quick else 3)
+    only = set(args.only.split(','))
+    print(f'# job_stream benchmark: {WORKERS} workers, {os.cpu_count()} cores, '
+          f'Python {sys.version.split()[0]}, {n} items, {rounds} rounds, '
+          f'load average {os.getloadavg()[0]:.2f} at start')
+    peers = Peers(WORKERS)
+    try:
+        rate = calibrate(0.1)
+        if 'throughput' in only:
+            rows, _ = bench_throughput(peers, n, rounds)
+            print_table(f'1. throughput, trivial job, {n} items', rows)
+        if 'efficiency' in only:
+            items = 20 if args.quick else 200
+            rows, _ = bench_efficiency(peers, items, rounds, rate)
+            print_table(f'2. parallel efficiency, {items} x 10 ms CPU-bound '
+                        f'items', rows)
+        if 'makespan' in only:
+            items, secs = (30, 0.6) if args.quick else (300, 6.0)
+            rows, _, note = bench_makespan(peers, items, rounds, rate, secs)
+            print_table('3. makespan, heavy-tailed CPU-bound tasks', rows, note)
+    finally:
+        peers.close()
+    if 'rss' in only:
+        rows, _ = bench_rss(n, 1 if args.quick else min(rounds, 2))
+        print_table(f'4. peak RSS of the primary, {n} items from a generator',
+                    rows)
+    print(f'\nload average {os.getloadavg()[0]:.2f} at end')
+
+
+if __name__ == '__main__':
+    main()
