@@ -504,10 +504,16 @@ class Checkpointer:
             self.seq = self.parts['input']['seq']
             self.skip = collections.Counter(self.parts['results']['skip'])
             self.skip.update(self.journal.read(self.seq))
+        elif os.path.exists(self.journal.path):
+            # Left by a run that died before its first checkpoint: it starts
+            # over, so what it delivered will be delivered again.
+            os.unlink(self.journal.path)
         self.tracked: Optional[TrackedInput] = None
         self._forced: Optional[bool] = None
         self._stop: Optional[int] = None
-        self._last = time.monotonic()
+        # A fresh run takes its first checkpoint at once: init has run and
+        # must not run again, whenever the process dies.
+        self._last = time.monotonic() if self.resuming else float('-inf')
         self._writer: Optional[threading.Thread] = None
         self._write_error: Optional[BaseException] = None
         self._write_started = 0.0
@@ -562,6 +568,11 @@ class Checkpointer:
             os.write(2, (f'\nSecond interrupt: exiting without waiting; the last '
                          f'complete checkpoint {self.path} is kept.\n').encode())
             os._exit(130)
+        if self._stop is None:
+            extra = (' (press Ctrl-C again to exit at once)'
+                     if signum == signal.SIGINT else '')
+            os.write(2, (f'\njob_stream: {signal.Signals(signum).name} received: '
+                         f'writing a checkpoint, then exiting{extra}.\n').encode())
         self._stop = signum
 
     # -- during the run ------------------------------------------------------------
