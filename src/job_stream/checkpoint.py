@@ -568,12 +568,12 @@ class Checkpointer:
             os.write(2, (f'\nSecond interrupt: exiting without waiting; the last '
                          f'complete checkpoint {self.path} is kept.\n').encode())
             os._exit(130)
-        if self._stop is None:
+        first, self._stop = self._stop is None, signum  # set before any
+        if first:                                          # call: no reentry
             extra = (' (press Ctrl-C again to exit at once)'
                      if signum == signal.SIGINT else '')
             os.write(2, (f'\njob_stream: {signal.Signals(signum).name} received: '
                          f'writing a checkpoint, then exiting{extra}.\n').encode())
-        self._stop = signum
 
     # -- during the run ------------------------------------------------------------
     def force(self, crash: bool) -> None:
