@@ -8,6 +8,7 @@ run on a laptop or a cluster.
 The front ends are :mod:`job_stream.inline` (decorators) and
 :mod:`job_stream.common` (classes and configs).  See the docs/ folder.
 """
+from .checkpoint import checkpointInfo
 from .inline import (Args, Multiple, Object, getCpuCount, getHostCpuCount,
                      getRank, map)
 
@@ -16,4 +17,4 @@ Arguments = Args
 
 __version__ = '0.1.0'
 __all__ = ['Args', 'Arguments', 'Multiple', 'Object', 'map', 'getCpuCount',
-           'getHostCpuCount', 'getRank', '__version__']
+           'getHostCpuCount', 'getRank', 'checkpointInfo', '__version__']

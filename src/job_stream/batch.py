@@ -4,7 +4,8 @@ A :class:`Batch` is the unit of dispatch: a list of works for one chain, cut
 into *segments* (consecutive works that belong to the same reduction).  An
 executor runs it and answers with exactly one outcome:
 
-* :class:`Done` - the outputs, one list per segment, and the time spent;
+* :class:`Done` - the outputs, one list per segment, the time spent, and
+  whether a job forced a checkpoint;
 * :class:`Failed` - user code raised; carries the traceback as text;
 * :class:`Lost` - the worker died or overran its timeout; the batch may be
   retried.
@@ -38,6 +39,7 @@ class Done:
     wall: float = 0.0        # seconds in user code
     cpu: float = 0.0         # CPU seconds in user code
     host: int = 0            # index of the host (rank) that ran it
+    checkpoint: Optional[bool] = None  # a job forced one: False go on, True exit
 
 
 @dataclass

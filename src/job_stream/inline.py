@@ -26,6 +26,7 @@ from __future__ import annotations
 import builtins
 import inspect
 import itertools
+import os
 from operator import eq, itemgetter
 from typing import Any, Callable, Iterable, Optional
 
@@ -46,6 +47,10 @@ RUN_OPTIONS = {
     'maxAttempts': 'tries for work whose worker process died (default 3)',
     'showProgress': 'progress line on a terminal (default True)',
     'report': 'end-of-run statistics on stderr (default True)',
+    'checkpointFile': 'resume from / checkpoint to this file (default: the '
+                      'JOBS_CHECKPOINT environment variable, else none)',
+    'checkpointInterval': 'seconds between checkpoints (default 600)',
+    'checkpointSyncInterval': 'accepted for compatibility; unused',
 }
 JOB_OPTIONS = ('useMultiprocessing', 'timeout')
 
@@ -59,14 +64,22 @@ def check_run_options(options: dict) -> None:
                         f'are: {known}.')
 
 
-def run_pipeline(pipeline: Pipeline, work: Iterable, handle_result, options: dict):
-    """Run with the user's option names mapped to the runner's."""
+def run_pipeline(pipeline: Pipeline, work: Iterable, handle_result,
+                 options: dict, init: Optional[Callable[[], list]] = None):
+    """Run with the user's option names mapped to the runner's.  ``init``
+    returns work read before ``work``; it is not called when resuming."""
     check_run_options(options)
-    return _run(pipeline, work, handle_result=handle_result,
+    checkpoint = options.get('checkpointFile')
+    if checkpoint is None:
+        checkpoint = os.environ.get('JOBS_CHECKPOINT') or None
+    return _run(pipeline, work, handle_result=handle_result, init=init,
                 processes=options.get('processes'),
                 max_attempts=options.get('maxAttempts', 3),
                 show_progress=options.get('showProgress', True),
-                report=options.get('report', True))
+                report=options.get('report', True),
+                checkpoint=checkpoint,
+                checkpoint_interval=options.get('checkpointInterval', 600.0),
+                checkpoint_sync_interval=options.get('checkpointSyncInterval', 0))
 
 
 def _arg_count(func: Callable) -> int:
@@ -155,7 +168,9 @@ class Work:
         useMultiprocessing: run jobs in worker processes (default) or all
             in this process.
         **runKwargs: options of the run: ``processes``, ``maxAttempts``,
-            ``showProgress``, ``report``.
+            ``showProgress``, ``report``, ``checkpointFile``,
+            ``checkpointInterval``, ``checkpointSyncInterval`` (see
+            docs/checkpoints.md).
 
     Example::
 
@@ -308,10 +323,14 @@ class Work:
             raise ConfigurationError(
                 f'The frame {_name(self._frames[-1][1])!r} was never closed: '
                 f'add an @w.frameEnd function after its stages.')
-        initial: list = []
-        for init in self._inits:
-            flatten_into(initial, init())
-        work = itertools.chain(initial, self._initial) if initial else self._initial
+        inits = self._inits
+
+        def initial() -> list:
+            out: list = []
+            for init in inits:
+                flatten_into(out, init())
+            return out
+        work, init = self._initial, (initial if inits else None)
         if self._result is not None:
             handler = self._result
             def call_result(r, handler=handler, Args=Args):
@@ -319,13 +338,12 @@ class Work:
                 if type(r) is Args:
                     return handler(*r.args, **r.kwargs)
                 return handler(r)
-            results = run_pipeline(self._pipeline, work, call_result,
-                                   self._options)
+            run_pipeline(self._pipeline, work, call_result, self._options, init)
             return None
         if self._finish is None and not keep_results:
-            run_pipeline(self._pipeline, work, _discard, self._options)
+            run_pipeline(self._pipeline, work, _discard, self._options, init)
             return None
-        results = run_pipeline(self._pipeline, work, None, self._options)
+        results = run_pipeline(self._pipeline, work, None, self._options, init)
         return self._finish(results) if self._finish is not None else results
 
     # -- helpers --------------------------------------------------------------
@@ -357,6 +375,23 @@ def _discard(result: Any) -> None:
 
 def _name(func: Any) -> str:
     return getattr(func, '__qualname__', None) or getattr(func, '__name__', None) or repr(func)
+
+
+class _ForceCheckpointJob(Job):
+    """Test hook: passes work on, then checkpoints and exits (status 1) once
+    the batch holding it is applied.  Re-running the same command resumes."""
+
+    def handleWork(self, work):
+        self._forceCheckpoint(True)
+        self.emit(work)
+
+
+class _ForceCheckpointAndGoJob(Job):
+    """Test hook: passes work on and forces a checkpoint, then goes on."""
+
+    def handleWork(self, work):
+        self._forceCheckpoint(False)
+        self.emit(work)
 
 
 class _IndexedCall:

@@ -65,10 +65,12 @@ class Processor:
         work: the initial work, any iterable (read lazily).
         slots: how many batches can run at once (sizes the read-ahead).
         max_attempts: how often a batch whose worker died is tried in all.
+        state: the parts of a checkpoint to resume from, instead of starting.
     """
 
     def __init__(self, pipeline: CompiledPipeline, closers: dict,
-                 work: Iterator, slots: int = 1, max_attempts: int = 3):
+                 work: Iterator, slots: int = 1, max_attempts: int = 3,
+                 state: Optional[dict] = None):
         self.pipeline = pipeline
         self.closers = closers
         self.slots = max(1, slots)
@@ -88,7 +90,11 @@ class Processor:
         self._ids = itertools.count()
         self._batch_ids = itertools.count()
         self._input = iter(work)
-        self._start()
+        if state is None:
+            self._start()
+        else:  # resuming: the state of a checkpoint (see checkpoint.py)
+            from .checkpoint import restore
+            restore(self, state)
 
     # -- the two ways in ------------------------------------------------
     def next_batch(self, multiprocessing: bool,

@@ -7,11 +7,13 @@ repeat until the Processor says the run is finished; then print the report.
 """
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 from typing import Any, Callable, Iterable, Optional
 
-from .errors import JobStreamError, annotate
+from .checkpoint import Checkpointer, note_run
+from .errors import ConfigurationError, JobStreamError, annotate
 from .executors.inline import InlineExecutor
 from .executors.processes import local_cpu_count, shared_pool
 from .pipeline import Close, Pipeline
@@ -44,11 +46,31 @@ def make_closers(compiled) -> dict:
 
 def run(pipeline: Pipeline, work: Iterable, *,
         handle_result: Optional[Callable[[Any], None]] = None,
+        init: Optional[Callable[[], list]] = None,
         processes: Optional[int] = None, max_attempts: int = 3,
-        show_progress: bool = True, report: bool = True) -> Optional[list]:
+        show_progress: bool = True, report: bool = True,
+        checkpoint: Optional[str] = None,
+        checkpoint_interval: float = 600.0,
+        checkpoint_sync_interval: float = 0.0) -> Optional[list]:
     """Run ``pipeline`` over ``work``; return the results, or None if
-    ``handle_result`` received them one by one."""
+    ``handle_result`` received them one by one.
+
+    ``init()`` returns work to read before ``work`` (not called when
+    resuming).  With ``checkpoint`` (a file path) the run resumes from that
+    file if it exists and checkpoints to it (see :mod:`job_stream.checkpoint`).
+    """
     compiled = pipeline.compile()
+    ckpt = None
+    if checkpoint is not None:
+        ckpt = Checkpointer(checkpoint, compiled, checkpoint_interval,
+                            checkpoint_sync_interval)
+    note_run(ckpt is not None)
+    if ckpt is not None:
+        work = ckpt.input(work, init)
+        handle_result = ckpt.wrap_handler(handle_result)
+    elif init is not None:
+        initial = init()
+        work = itertools.chain(initial, work) if initial else work
     local = {c.id: c.jobs for c in compiled.chains if not c.use_multiprocessing}
     remote = {c.id: c.jobs for c in compiled.chains if c.use_multiprocessing}
     executors = []
@@ -62,9 +84,14 @@ def run(pipeline: Pipeline, work: Iterable, *,
     executors.append((inline, False))
     started = time.perf_counter()
     proc = Processor(compiled, make_closers(compiled), work,
-                     slots=pool.slots if pool else 1, max_attempts=max_attempts)
+                     slots=pool.slots if pool else 1, max_attempts=max_attempts,
+                     state=ckpt.state() if ckpt else None)
     results: Optional[list] = [] if handle_result is None else None
+    if ckpt is not None and results is not None:
+        results = ckpt.results()
     progress = _Progress(work) if show_progress and _is_tty() else None
+    if ckpt is not None:
+        ckpt.install_signals()
     try:
         while not proc.finished:
             for executor, kind in executors:
@@ -85,14 +112,27 @@ def run(pipeline: Pipeline, work: Iterable, *,
                     f'report this with your script')
             for outcome in outcomes:
                 proc.apply(outcome)
+                if getattr(outcome, 'checkpoint', None) is not None:
+                    if ckpt is None:
+                        raise ConfigurationError(
+                            'A job forced a checkpoint (_forceCheckpoint), but '
+                            'checkpointing is off: pass checkpointFile= or set '
+                            'JOBS_CHECKPOINT.')
+                    ckpt.force(outcome.checkpoint)
             _deliver(proc.take_results(), handle_result, results)
+            if ckpt is not None and not proc.finished:
+                ckpt.tick(proc, results)
             if progress is not None:
                 progress.update(proc)
+        if ckpt is not None:
+            ckpt.succeeded()
     except BaseException:
         if pool is not None:
             pool.abort()
         raise
     finally:
+        if ckpt is not None:
+            ckpt.close()
         if progress is not None:
             progress.close()
         if report:

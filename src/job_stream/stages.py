@@ -41,9 +41,16 @@ class Job:
     def __init__(self) -> None:
         self.config: dict = {}
         self._emitted: list = []
+        self._checkpoint = None
 
     def postSetup(self) -> None:
         """Called once per instance, after ``config`` is set, before any work."""
+
+    def _forceCheckpoint(self, crash: bool) -> None:
+        """Test hook: take a checkpoint as soon as the batch holding the
+        current work is applied, then exit (``crash=True``, status 1; re-running
+        the same command resumes) or go on.  Needs checkpointing to be on."""
+        self._checkpoint = bool(crash) or bool(self._checkpoint)
 
     def handleWork(self, work: Any) -> None:
         """Handle one piece of work; call ``self.emit(x)`` to send ``x`` on."""

@@ -144,8 +144,13 @@ class ChainRunner:
             return failure(batch_id, f.stage, f.work, f.error)
         except Exception as e:  # setting up a Job (postSetup) failed
             return failure(batch_id, self._stages[chain_id][0].name, None, e)
+        forced = None
+        for step in steps:
+            if getattr(step.job, '_checkpoint', None) is not None:
+                forced = bool(forced) or step.job._checkpoint
+                step.job._checkpoint = None
         return Done(batch_id, outputs, time.perf_counter() - wall,
-                    time.process_time() - cpu)
+                    time.process_time() - cpu, checkpoint=forced)
 
 
 def failure(batch_id: int, stage: str, work: Any, error: BaseException) -> Failed:
