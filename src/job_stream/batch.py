@@ -38,6 +38,7 @@ class Done:
     wall: float = 0.0        # seconds in user code
     cpu: float = 0.0         # CPU seconds in user code
     host: int = 0            # index of the host (rank) that ran it
+    stages: Optional[list] = None  # per job of the chain: [items, cache hits, seconds]
 
 
 @dataclass

@@ -7,6 +7,7 @@ repeat until the Processor says the run is finished; then print the report.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any, Callable, Iterable, Optional
@@ -45,10 +46,20 @@ def make_closers(compiled) -> dict:
 def run(pipeline: Pipeline, work: Iterable, *,
         handle_result: Optional[Callable[[Any], None]] = None,
         processes: Optional[int] = None, max_attempts: int = 3,
-        show_progress: bool = True, report: bool = True) -> Optional[list]:
+        show_progress: bool = True, report: bool = True,
+        record: Optional[str] = None) -> Optional[list]:
     """Run ``pipeline`` over ``work``; return the results, or None if
-    ``handle_result`` received them one by one."""
+    ``handle_result`` received them one by one.  ``record``: a JSON-lines
+    file to append this run's record to (default ``$JOBS_RECORD``)."""
     compiled = pipeline.compile()
+    if any(job.options.get('cache') for c in compiled.chains for job in c.jobs):
+        from .cache import prepare  # code keys, before the code leaves
+        prepare(compiled)
+    recorder = None
+    if record or os.environ.get('JOBS_RECORD'):
+        from .records import Recorder, record_path
+        recorder = Recorder(record_path(record))
+    error: Optional[BaseException] = None
     local = {c.id: c.jobs for c in compiled.chains if not c.use_multiprocessing}
     remote = {c.id: c.jobs for c in compiled.chains if c.use_multiprocessing}
     executors = []
@@ -88,13 +99,22 @@ def run(pipeline: Pipeline, work: Iterable, *,
             _deliver(proc.take_results(), handle_result, results)
             if progress is not None:
                 progress.update(proc)
-    except BaseException:
+    except BaseException as e:
+        error = e
         if pool is not None:
             pool.abort()
         raise
     finally:
         if progress is not None:
             progress.close()
+        if recorder is not None:
+            recorder.finish(proc.stats, pool.hosts() if pool else inline.hosts(),
+                            error)
+            try:
+                recorder.write()
+            except OSError as e:
+                print(f'job_stream: cannot write the run record to '
+                      f'{recorder.path}: {e}', file=sys.stderr)
         if report:
             hosts = pool.hosts() if pool else inline.hosts()
             if pool:
