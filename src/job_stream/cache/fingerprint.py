@@ -26,6 +26,7 @@ the internals of objects that cannot be hashed.  Name them in ``depends=``.
 """
 from __future__ import annotations
 
+import dis
 import hashlib
 import importlib.metadata
 import inspect
@@ -277,11 +278,18 @@ def _names(code: types.CodeType) -> set:
 def _code_bytes(code: types.CodeType, doc: Any = None) -> bytes:
     """The parts of a code object that define behaviour, without positions."""
     consts = []
+    # The first constant of a function is its docstring (or None when it has
+    # none): adding or editing a docstring does not invalidate, unless the
+    # code itself loads that constant.
+    doc_slot = bool(code.co_consts) and (
+        code.co_consts[0] is None or code.co_consts[0] == doc) and not any(
+        ins.opname == 'LOAD_CONST' and ins.arg == 0
+        for ins in dis.get_instructions(code))
     for i, const in enumerate(code.co_consts):
         if isinstance(const, types.CodeType):
             consts.append(('code', _code_bytes(const)))
-        elif i == 0 and doc is not None and const == doc:
-            consts.append('<doc>')  # docstring edits do not invalidate
+        elif i == 0 and doc_slot:
+            consts.append('<doc>')
         else:
             consts.append(repr(const))
     parts = [code.co_code, repr(consts), repr(code.co_names),
