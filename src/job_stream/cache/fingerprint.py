@@ -61,7 +61,7 @@ def explain(func: Any, depends: Iterable = ()) -> str:
     """A readable account of what the key of ``func`` is made of."""
     key, components = fingerprint(func, depends)
     lines = [f'key {key}']
-    lines += [f'  {kind:<9} {name}  {value}' for kind, name, value in components]
+    lines += [f'  {kind:<8} {name}  {value}' for kind, name, value in components]
     return '\n'.join(lines)
 
 
@@ -151,9 +151,8 @@ class _Walker:
             self._function(func, force=True)
         elif callable(func):  # an instance with __call__: its class and state
             self._class(type(func), force=True)
-            self.components.append(('value', _qualname(func) + ' (instance)',
-                                    _value_digest(func.__dict__)
-                                    if hasattr(func, '__dict__') else ''))
+            for attr, value in sorted(getattr(func, '__dict__', {}).items()):
+                self._object(f'{_qualname(func)}.{attr}', value)
         else:
             raise TypeError(f'cannot fingerprint {func!r}: not a function or class')
 
