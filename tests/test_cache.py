@@ -292,27 +292,34 @@ def test_corrupt_entry_is_a_miss_with_a_warning_and_is_rewritten(run_script, tmp
 
 
 JOB_CLASS = '''
+import sys
 from job_stream import common
 
 class Split(common.Job):
+    USE_MULTIPROCESSING = False   # the in-process executor's path
+
     def handleWork(self, work):
         with open('calls.log', 'a') as f:
             f.write(f'split {work}\\n')
-        self.emit(work)
+        self.emit(work * self.config['k'])
         self.emit(-work)
 
 common.work = [1, 2]
-common.run({'jobs': [Split]}, cache='cache', report=False, showProgress=False)
+common.run({'jobs': [{'type': Split, 'k': int(sys.argv[1])}]}, cache='cache',
+           report=False, showProgress=False)
 '''
 
 
-def test_job_class_emits_are_cached(run_script, tmp_path):
-    first = run_script(JOB_CLASS)
+def test_job_class_emits_are_cached_and_keyed_by_config(run_script, tmp_path):
+    first = run_script(JOB_CLASS, 1)
     assert sorted(first.stdout.split()) == ['-1', '-2', '1', '2']
     assert calls(tmp_path) == {'split': 2}
-    second = run_script(JOB_CLASS)
+    second = run_script(JOB_CLASS, 1)
     assert sorted(second.stdout.split()) == ['-1', '-2', '1', '2']
     assert calls(tmp_path) == {}
+    third = run_script(JOB_CLASS, 5)
+    assert sorted(third.stdout.split()) == ['-1', '-2', '10', '5']
+    assert calls(tmp_path) == {'split': 2}
 
 
 def test_cache_false_and_per_job_folder(run_script, tmp_path):

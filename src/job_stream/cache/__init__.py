@@ -35,7 +35,7 @@ def prepare(compiled) -> None:
             depends = job.options.get('depends') or ()
             if not isinstance(depends, (list, tuple)):
                 depends = (depends,)
-            key, components = fingerprint(job.func, depends)
+            key, components = fingerprint(job.func, depends, job.config)
             root = os.path.abspath(os.fspath(root))
             Store(root, job.name, key, components)
             job.options[SPEC] = (root, key)

@@ -7,7 +7,8 @@
   argument layout), recursively through nested functions and lambdas;
   *not* its line numbers, comments, blank lines or file name - moving a
   function or editing a comment keeps its cache;
-* default argument values and closure variables, by value;
+* default argument values and closure variables, by value; a ``Job``
+  class's ``config`` (its options in a ``common.run`` config), by value;
 * every global name its code (and nested code) reads, resolved in its module:
   a function or class from the user's own code is walked the same way,
   transitively (helpers of helpers); a plain value (number, string, tuple,
@@ -45,12 +46,16 @@ Component = Tuple[str, str, str]
 _PLAIN = (int, float, complex, str, bytes, bool, type(None), range, slice)
 
 
-def fingerprint(func: Any, depends: Iterable = ()) -> Tuple[str, List[Component]]:
-    """Return ``(key, components)`` for a job function or ``Job`` class."""
+def fingerprint(func: Any, depends: Iterable = (),
+                config: Any = None) -> Tuple[str, List[Component]]:
+    """Return ``(key, components)`` for a job function or ``Job`` class
+    (whose ``config`` - its options in a ``common`` config - counts too)."""
     walker = _Walker()
     walker.root(func)
     for dep in depends:
         walker.depend(dep)
+    if config:
+        walker.components.append(('config', _qualname(func), _value_digest(config)))
     components = sorted(set(walker.components))
     components.insert(0, ('python', 'version', sys.version.split()[0]))
     h = hashlib.sha256(repr(components).encode())
