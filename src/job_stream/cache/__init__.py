@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..errors import ConfigurationError
 from .fingerprint import explain, fingerprint
 from .store import CacheWarning, Store, hash_input
 
@@ -37,5 +38,10 @@ def prepare(compiled) -> None:
                 depends = (depends,)
             key, components = fingerprint(job.func, depends, job.config)
             root = os.path.abspath(os.fspath(root))
-            Store(root, job.name, key, components)
+            try:
+                Store(root, job.name, key, components)
+            except OSError as e:
+                raise ConfigurationError(
+                    f'Cannot use the cache folder {root!r} of job '
+                    f'{job.name!r}: {e}. Give a folder you can write to.') from e
             job.options[SPEC] = (root, key)
