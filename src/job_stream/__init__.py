@@ -11,10 +11,12 @@ The front ends are :mod:`job_stream.inline` (decorators) and
 from .checkpoint import checkpointInfo
 from .inline import (Args, Multiple, Object, getCpuCount, getHostCpuCount,
                      getRank, map)
+from .invoke import invoke
 
 #: cluster-func's name for :class:`~job_stream.inline.Args`.
 Arguments = Args
 
 __version__ = '0.1.0'
 __all__ = ['Args', 'Arguments', 'Multiple', 'Object', 'map', 'getCpuCount',
-           'getHostCpuCount', 'getRank', 'checkpointInfo', '__version__']
+           'getHostCpuCount', 'getRank', 'checkpointInfo', 'invoke',
+           '__version__']

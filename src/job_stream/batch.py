@@ -40,6 +40,7 @@ class Done:
     cpu: float = 0.0         # CPU seconds in user code
     host: int = 0            # index of the host (rank) that ran it
     checkpoint: Optional[bool] = None  # a job forced one: False go on, True exit
+    stages: Optional[list] = None  # per job of the chain: [items, cache hits, seconds]
 
 
 @dataclass

@@ -51,8 +51,11 @@ RUN_OPTIONS = {
                       'JOBS_CHECKPOINT environment variable, else none)',
     'checkpointInterval': 'seconds between checkpoints (default 600)',
     'checkpointSyncInterval': 'accepted for compatibility; unused',
+    'cache': 'folder caching the results of every job (see docs/caching.md)',
+    'record': 'JSON-lines file a record of the run is appended to '
+              '(default: $JOBS_RECORD)',
 }
-JOB_OPTIONS = ('useMultiprocessing', 'timeout')
+JOB_OPTIONS = ('useMultiprocessing', 'timeout', 'cache', 'depends')
 
 
 def check_run_options(options: dict) -> None:
@@ -72,6 +75,8 @@ def run_pipeline(pipeline: Pipeline, work: Iterable, handle_result,
     checkpoint = options.get('checkpointFile')
     if checkpoint is None:
         checkpoint = os.environ.get('JOBS_CHECKPOINT') or None
+    if options.get('cache'):
+        _default_cache(pipeline.root, options['cache'])
     return _run(pipeline, work, handle_result=handle_result, init=init,
                 processes=options.get('processes'),
                 max_attempts=options.get('maxAttempts', 3),
@@ -79,7 +84,17 @@ def run_pipeline(pipeline: Pipeline, work: Iterable, handle_result,
                 report=options.get('report', True),
                 checkpoint=checkpoint,
                 checkpoint_interval=options.get('checkpointInterval', 600.0),
-                checkpoint_sync_interval=options.get('checkpointSyncInterval', 0))
+                checkpoint_sync_interval=options.get('checkpointSyncInterval', 0),
+                record=options.get('record'))
+
+
+def _default_cache(module: Module, folder) -> None:
+    """The run's ``cache=`` folder for every job that did not choose."""
+    for stage in module.stages:
+        if isinstance(stage, Module):
+            _default_cache(stage, folder)
+        elif 'cache' not in stage.options:
+            stage.options['cache'] = folder
 
 
 def _arg_count(func: Callable) -> int:
@@ -170,7 +185,9 @@ class Work:
         **runKwargs: options of the run: ``processes``, ``maxAttempts``,
             ``showProgress``, ``report``, ``checkpointFile``,
             ``checkpointInterval``, ``checkpointSyncInterval`` (see
-            docs/checkpoints.md).
+            docs/checkpoints.md), ``cache`` (a folder: memoize every job,
+            see docs/caching.md), ``record`` (a JSON-lines file that gets
+            one record per run; default ``$JOBS_RECORD``).
 
     Example::
 
@@ -216,6 +233,9 @@ class Work:
         """Declare a job: ``func(work)`` returns the next work (``None``:
         nothing, ``Multiple``: several).  Options: ``useMultiprocessing``
         (False runs it in this process), ``timeout`` (seconds per call).
+        ``cache`` (a folder: memoize this job; False: not even when the
+        run has ``cache=``), ``depends`` (what else the cache key covers:
+        functions, files, values; see docs/caching.md).
         A :class:`job_stream.common.Job` subclass is accepted too."""
         if func is None:
             return lambda f: self.job(f, **options)
@@ -234,8 +254,16 @@ class Work:
         if timeout is not None and not timeout > 0:
             raise ValueError(f'timeout must be a positive number of seconds, '
                              f'not {timeout!r}')
+        stage_options = {k: options[k] for k in ('cache', 'depends')
+                         if k in options}
+        if 'depends' in options and not options.get(
+                'cache', self._options.get('cache')):
+            raise ValueError(f'depends= is given for job {_name(func)!r}, which '
+                             f'is not cached: add cache=FOLDER to the job or '
+                             f'to the Work.')
         self._current().stages.append(JobStage(
-            func, _name(func), use_multiprocessing=mp, timeout=timeout))
+            func, _name(func), use_multiprocessing=mp, timeout=timeout,
+            options=stage_options))
         return func
 
     def reduce(self, func: Optional[Callable] = None, *, store: Callable = Object,

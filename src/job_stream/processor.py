@@ -125,7 +125,7 @@ class Processor:
             chain = self.pipeline.nodes[batch.chain]
             self.sizers[chain.id].observe(len(batch.works), outcome.wall)
             self.stats.batch_done(chain.id, outcome.host, len(batch.works),
-                                  outcome.wall, outcome.cpu)
+                                  outcome.wall, outcome.cpu, outcome.stages)
             for (red, count, _), outs in zip(batch.segments, outcome.outputs):
                 self._route(outs, chain.next, red, chain.name)
                 self._release(red, count)

@@ -8,6 +8,7 @@ repeat until the Processor says the run is finished; then print the report.
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 import time
 from typing import Any, Callable, Iterable, Optional
@@ -51,15 +52,26 @@ def run(pipeline: Pipeline, work: Iterable, *,
         show_progress: bool = True, report: bool = True,
         checkpoint: Optional[str] = None,
         checkpoint_interval: float = 600.0,
-        checkpoint_sync_interval: float = 0.0) -> Optional[list]:
+        checkpoint_sync_interval: float = 0.0,
+        record: Optional[str] = None) -> Optional[list]:
     """Run ``pipeline`` over ``work``; return the results, or None if
     ``handle_result`` received them one by one.
 
     ``init()`` returns work to read before ``work`` (not called when
     resuming).  With ``checkpoint`` (a file path) the run resumes from that
     file if it exists and checkpoints to it (see :mod:`job_stream.checkpoint`).
+    ``record``: a JSON-lines file to append this run's record to (default
+    ``$JOBS_RECORD``).
     """
     compiled = pipeline.compile()
+    if any(job.options.get('cache') for c in compiled.chains for job in c.jobs):
+        from .cache import prepare  # code keys, before the code leaves
+        prepare(compiled)
+    recorder = None
+    if record or os.environ.get('JOBS_RECORD'):
+        from .records import Recorder, record_path
+        recorder = Recorder(record_path(record))
+    error: Optional[BaseException] = None
     ckpt = None
     if checkpoint is not None:
         ckpt = Checkpointer(checkpoint, compiled, checkpoint_interval,
@@ -126,7 +138,8 @@ def run(pipeline: Pipeline, work: Iterable, *,
                 progress.update(proc)
         if ckpt is not None:
             ckpt.succeeded()
-    except BaseException:
+    except BaseException as e:
+        error = e
         if pool is not None:
             pool.abort()
         raise
@@ -135,6 +148,14 @@ def run(pipeline: Pipeline, work: Iterable, *,
             ckpt.close()
         if progress is not None:
             progress.close()
+        if recorder is not None:
+            recorder.finish(proc.stats, pool.hosts() if pool else inline.hosts(),
+                            error)
+            try:
+                recorder.write()
+            except OSError as e:
+                print(f'job_stream: cannot write the run record to '
+                      f'{recorder.path}: {e}', file=sys.stderr)
         if report:
             hosts = pool.hosts() if pool else inline.hosts()
             if pool:

@@ -12,6 +12,11 @@ share spent moving messages; *messages* how many were exchanged with the
 host and the share of them that carried work.  *quality* is user CPU seconds
 per wall second: the number of cores the run really used.  Every number is
 measured, per batch, by the process that ran it.
+
+Then one line per job stage (name, items it was given, cache hits, seconds
+in its user code)::
+
+    stage square: 1000 items, 250 cache hits, 3.210s user
 """
 from __future__ import annotations
 
@@ -38,9 +43,21 @@ class Stats:
         self.host_cpu: dict = {}     # host index -> CPU seconds in user code
         self.callback_wall = 0.0     # reducer/frame callbacks (primary)
         self.callback_cpu = 0.0
+        # Per job stage, in pipeline order: [name, items, cache hits, seconds].
+        self.stages: dict = {}       # (chain id, index in chain) -> row
+        for chain in getattr(pipeline, 'chains', ()):
+            for i, job in enumerate(chain.jobs):
+                self.stages[chain.id, i] = [job.name, 0, 0, 0.0]
 
     def batch_done(self, chain: int, host: int, items: int, wall: float,
-                   cpu: float) -> None:
+                   cpu: float, stages: list = None) -> None:
+        if stages:
+            for i, (n, hits, seconds) in enumerate(stages):
+                row = self.stages.get((chain, i))
+                if row is not None:
+                    row[1] += n
+                    row[2] += hits
+                    row[3] += seconds
         self.items[chain] = self.items.get(chain, 0) + items
         self.chain_wall[chain] = self.chain_wall.get(chain, 0.0) + wall
         self.host_wall[host] = self.host_wall.get(host, 0.0) + wall
@@ -76,7 +93,16 @@ class Stats:
             f'C {_pct(total_wall, total_slots)}% user time, '
             f'{_pct(total_cpu, total_slots)}% user cpu, quality '
             f'{total_cpu / seconds:.2f} cpus, ran {seconds:.3f}s')
+        for name, items, hits, wall in self.stage_rows():
+            lines.append(f'stage {name}: {items} items, {hits} cache hits, '
+                         f'{wall:.3f}s user')
         return '\n'.join(lines)
+
+    def stage_rows(self) -> list:
+        """``[name, items, cache hits, seconds]`` per job stage, in
+        pipeline order (stages that received no work included)."""
+        order = sorted(self.stages, key=lambda k: (-k[0], k[1]))
+        return [list(self.stages[k]) for k in order]
 
 
 def _pct(part: float, whole: float) -> str:

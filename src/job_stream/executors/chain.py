@@ -50,6 +50,10 @@ class Step:
             self.job.config = dict(stage.config)
             self.job.postSetup()
 
+    def take_hits(self) -> int:
+        """Cache hits since the last call (a plain step has none)."""
+        return 0
+
     def run(self, works: list) -> list:
         job = self.job
         if job is not None:
@@ -120,7 +124,8 @@ class ChainRunner:
     def steps(self, chain_id: int) -> list:
         steps = self._steps.get(chain_id)
         if steps is None:
-            steps = self._steps[chain_id] = [Step(s) for s in self._stages[chain_id]]
+            steps = self._steps[chain_id] = [make_step(s)
+                                             for s in self._stages[chain_id]]
         return steps
 
     def run(self, batch_id: int, chain_id: int, works: list, cuts: list):
@@ -136,10 +141,19 @@ class ChainRunner:
                     segments.append(works[start:start + n])
                     start += n
             outputs = []
+            # Per stage of the chain: [items in, cache hits, seconds]; timed
+            # per stage and segment, not per item.
+            counts = [[0, 0, 0.0] for _ in steps]
+            clock = time.perf_counter
             for seg in segments:
-                for step in steps:
+                for step, c in zip(steps, counts):
+                    c[0] += len(seg)
+                    t = clock()
                     seg = step.run(seg)
+                    c[2] += clock() - t
                 outputs.append(seg)
+            for step, c in zip(steps, counts):
+                c[1] = step.take_hits()
         except StageFailure as f:
             return failure(batch_id, f.stage, f.work, f.error)
         except Exception as e:  # setting up a Job (postSetup) failed
@@ -150,7 +164,16 @@ class ChainRunner:
                 forced = bool(forced) or step.job._checkpoint
                 step.job._checkpoint = None
         return Done(batch_id, outputs, time.perf_counter() - wall,
-                    time.process_time() - cpu, checkpoint=forced)
+                    time.process_time() - cpu, checkpoint=forced,
+                    stages=counts)
+
+
+def make_step(stage) -> Step:
+    """The step for a stage: cached when the run prepared a cache for it."""
+    if stage.options.get('_cache_spec'):
+        from ..cache.step import CachedStep
+        return CachedStep(stage)
+    return Step(stage)
 
 
 def failure(batch_id: int, stage: str, work: Any, error: BaseException) -> Failed:
