@@ -10,10 +10,11 @@ The front ends are :mod:`job_stream.inline` (decorators) and
 """
 from .inline import (Args, Multiple, Object, getCpuCount, getHostCpuCount,
                      getRank, map)
+from .shared import Shared
 
 #: cluster-func's name for :class:`~job_stream.inline.Args`.
 Arguments = Args
 
 __version__ = '0.1.0'
 __all__ = ['Args', 'Arguments', 'Multiple', 'Object', 'map', 'getCpuCount',
-           'getHostCpuCount', 'getRank', '__version__']
+           'getHostCpuCount', 'getRank', 'Shared', '__version__']

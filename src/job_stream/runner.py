@@ -12,6 +12,7 @@ import time
 from typing import Any, Callable, Iterable, Optional
 
 from .errors import JobStreamError, annotate
+from .executors import mpi as _mpi
 from .executors.inline import InlineExecutor
 from .executors.processes import local_cpu_count, shared_pool
 from .pipeline import Close, Pipeline
@@ -26,8 +27,8 @@ PROGRESS_SECONDS = 0.25
 
 
 def cpu_count(processes: Optional[int] = None) -> int:
-    """Worker slots a run on this machine gets."""
-    return processes or local_cpu_count()
+    """Worker slots a run gets (summed over MPI ranks)."""
+    return _mpi.cpu_count(processes) or processes or local_cpu_count()
 
 
 def make_closers(compiled) -> dict:
@@ -49,11 +50,19 @@ def run(pipeline: Pipeline, work: Iterable, *,
     """Run ``pipeline`` over ``work``; return the results, or None if
     ``handle_result`` received them one by one."""
     compiled = pipeline.compile()
+    world = _mpi.world()
+    if world is not None and world.rank > 0:
+        _mpi.serve(world, compiled.fingerprint, processes)
+        return None
     local = {c.id: c.jobs for c in compiled.chains if not c.use_multiprocessing}
     remote = {c.id: c.jobs for c in compiled.chains if c.use_multiprocessing}
     executors = []
     pool = None
-    if remote:
+    if world is not None:
+        pool = _mpi.MPIExecutor(world, processes, compiled.fingerprint)
+        pool.start(remote)
+        executors.append((pool, True))
+    elif remote:
         pool = shared_pool(processes)
         pool.start(remote)
         executors.append((pool, True))
@@ -88,10 +97,15 @@ def run(pipeline: Pipeline, work: Iterable, *,
             _deliver(proc.take_results(), handle_result, results)
             if progress is not None:
                 progress.update(proc)
-    except BaseException:
+    except BaseException as e:
         if pool is not None:
             pool.abort()
+            if world is not None:
+                pool.end(e)
         raise
+    else:
+        if world is not None:
+            pool.end()
     finally:
         if progress is not None:
             progress.close()
