@@ -49,6 +49,8 @@ from .processes import local_cpu_count, shared_pool
 
 # Seconds between heartbeats, both ways.
 BEAT_SECONDS = 0.5
+# Seconds between reads of the peers' beats.
+RECEIVE_SECONDS = 0.1
 # Seconds of silence after which a peer is lost (env overrides).  4 s keeps
 # "a lost rank ends every rank within 10 s": rank 0 notices within 4.5 s,
 # the others stop hearing rank 0 within 4.5 s of its exit.
@@ -60,7 +62,7 @@ EXIT_LOST = 75
 # Polling backoff of idle loops (MPICH's blocking calls spin a core, so
 # nothing here blocks in MPI): from MIN to MAX seconds, doubling.
 MIN_POLL = 0.0005
-MAX_POLL = 0.02
+MAX_POLL = 0.005
 
 TAG_DOWN, TAG_UP, TAG_BEAT = 1, 2, 3
 
@@ -141,6 +143,8 @@ class World:
                     f'{everyone[0][3]}; install the same versions on every '
                     f'host.')
         self.runs = 0
+        self.shared_sent: dict = {r: set() for r in range(self.size)}
+        self.early_ready: dict = {}
         self.timeout = float(os.environ.get('JOB_STREAM_HEARTBEAT_TIMEOUT',
                                             DEFAULT_HEARTBEAT_TIMEOUT))
         self.peers = list(range(1, self.size)) if self.rank == 0 else [0]
@@ -162,29 +166,54 @@ class World:
 
     # -- heartbeats -----------------------------------------------------------
     def _beat(self) -> None:
+        """Beat every BEAT_SECONDS; read the peers' beats every RECEIVE_SECONDS.
+
+        Leaving is a handshake so that no beat is left unreceived at
+        MPI_Finalize: the leaving rank sends "bye" and reads until every
+        live peer answered "ack" (or said bye itself); a peer that got "bye"
+        answers "ack" and never sends to it again.
+        """
         MPI = self.MPI
-        beat, bye = bytearray(b'h'), bytearray(b'b')
+        beat, bye, ack = bytearray(b'h'), bytearray(b'b'), bytearray(b'a')
         status = MPI.Status()
         pending: list = []
+        next_beat = 0.0
+        waiting: Optional[set] = None  # peers whose ack we wait for
+        leave_by = 0.0
         while True:
-            stopping = self._stop.is_set()
-            for p in self.peers:
-                if p not in self.gone:
-                    pending.append(self.beats.Isend([bye if stopping else beat,
-                                                     MPI.BYTE], p, TAG_BEAT))
+            now = time.monotonic()
+            if waiting is None and self._stop.is_set():
+                waiting = {p for p in self.peers if p not in self.gone}
+                for p in waiting:
+                    pending.append(self.beats.Isend([bye, MPI.BYTE], p, TAG_BEAT))
+                leave_by = now + 2.0
+            if waiting is None and now >= next_beat:
+                next_beat = now + BEAT_SECONDS
+                for p in self.peers:
+                    if p not in self.gone:
+                        pending.append(self.beats.Isend([beat, MPI.BYTE], p,
+                                                        TAG_BEAT))
+                if self._monitor is not None:
+                    self._tell_monitor(b'.')
             while self.beats.Iprobe(MPI.ANY_SOURCE, TAG_BEAT, status):
-                buf = bytearray(1)
-                self.beats.Recv([buf, MPI.BYTE], status.Get_source(), TAG_BEAT)
                 src = status.Get_source()
+                buf = bytearray(1)
+                self.beats.Recv([buf, MPI.BYTE], src, TAG_BEAT)
                 self.last_seen[src] = time.monotonic()
                 if buf == bye:
+                    if waiting is None:
+                        pending.append(self.beats.Isend([ack, MPI.BYTE], src,
+                                                        TAG_BEAT))
                     self.gone.add(src)
+                    if waiting is not None:
+                        waiting.discard(src)
+                elif buf == ack and waiting is not None:
+                    waiting.discard(src)
             pending = [r for r in pending if not r.Test()]
-            if self._monitor is not None:
-                self._tell_monitor(b'.')
-            if stopping:
+            if waiting is not None and ((not waiting and not pending)
+                                        or now > leave_by):
                 return
-            self._stop.wait(BEAT_SECONDS)
+            self._stop.wait(RECEIVE_SECONDS) if waiting is None else time.sleep(0.005)
 
     def _watch(self) -> None:
         while not self._stop.wait(BEAT_SECONDS):
@@ -228,7 +257,10 @@ class World:
         """Say goodbye to the peers (at interpreter exit)."""
         if not self._stop.is_set():
             self._stop.set()
-            self._beat_thread.join(timeout=2 * BEAT_SECONDS)
+            self._beat_thread.join(timeout=3.0)
+            if self._monitor is not None:
+                self._monitor.setblocking(True)
+                self._tell_monitor(b'D')
 
     # -- messages -------------------------------------------------------------
     def next_run(self) -> int:
@@ -340,8 +372,10 @@ class MPIExecutor(Executor):
                       for r in range(1, w.size)]
         self.slots = self.local.slots + sum(r.slots for r in self.ranks)
         self.run_id = 0
-        self.shared_sent: dict = {r.r: set() for r in self.ranks}
-        self._early: dict = {}  # rank -> ready message of a later run
+        # what each rank already holds, and ready messages of a later run,
+        # kept by the world across runs
+        self.shared_sent = w.shared_sent
+        self._early = w.early_ready
         self._ended = False
 
     # the report's numbers of rank 0 itself (the runner reads them)
@@ -392,8 +426,9 @@ class MPIExecutor(Executor):
     def room(self, short_only: bool) -> bool:
         if self.local.room(short_only):
             return True
-        limit = 2 if short_only else 1
-        return any(rk.ready and len(rk.inflight) < limit * rk.slots
+        # Another rank always gets one batch per slot queued ahead, whatever
+        # the item length, so the network round trip never leaves it idle.
+        return any(rk.ready and len(rk.inflight) < 2 * rk.slots
                    for rk in self.ranks)
 
     def in_flight(self) -> int:
@@ -503,7 +538,7 @@ class MPIExecutor(Executor):
         for rk in self.ranks:
             self._send(rk, ('end', self.run_id, blob))
         self.link.flush(time.monotonic() + self.w.timeout)
-        WIRE['bytes_received'] = sum(self.link.received_bytes.values())
+        WIRE['bytes_received'] += sum(self.link.received_bytes.values())
 
     def hosts(self) -> list:
         out = [HostInfo(self.w.host(0), self.local.slots)]
