@@ -319,6 +319,10 @@ def _supervise(proc, listener) -> int:
         code = proc.poll()
         if code is not None:
             _kill_group(proc)  # leftovers (ssh clients) of a finished launcher
+            if code != 0 and not finished and gone_since is None:
+                click.echo(f'job_stream: mpiexec exited with status {code} '
+                           f'before rank 0 finished (a rank, its host or its '
+                           f'link was lost; see the messages above).', err=True)
             return code if code >= 0 else 128 - code
         for key, _ in sel.select(timeout=0.5):
             if key.fileobj is listener:
