@@ -97,3 +97,18 @@ def test_unknown_program(js):
     p = js('no-such-program-here', check=False)
     assert p.returncode != 0
     assert "Program 'no-such-program-here' not found on PATH" in p.stderr
+
+
+def test_allocation_hosts_from_slurm_nodelist(js, tmp_path):
+    """Inside an allocation the hosts come from SLURM_JOB_NODELIST (expanded
+    without scontrol when it is not installed)."""
+    from job_stream.hosts import expand_nodelist
+    assert expand_nodelist('n[01-03,7],gpu1') == ['n01', 'n02', 'n03', 'n7', 'gpu1']
+    nodefile = tmp_path / 'nodes'
+    nodefile.write_text('a\na\nb\n')
+    p = subprocess.run(
+        [sys.executable, '-c', 'from job_stream.hosts import allocation_hosts;'
+         'print([h.name for h in allocation_hosts()])'],
+        capture_output=True, text=True, timeout=60,
+        env=script_env({'PBS_NODEFILE': str(nodefile)}))
+    assert p.stdout.strip() == "['a', 'b']"
