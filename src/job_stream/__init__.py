@@ -12,6 +12,7 @@ from .checkpoint import checkpointInfo
 from .inline import (Args, Multiple, Object, getCpuCount, getHostCpuCount,
                      getRank, map)
 from .invoke import invoke
+from .shared import Shared
 
 #: cluster-func's name for :class:`~job_stream.inline.Args`.
 Arguments = Args
@@ -19,4 +20,4 @@ Arguments = Args
 __version__ = '0.1.0'
 __all__ = ['Args', 'Arguments', 'Multiple', 'Object', 'map', 'getCpuCount',
            'getHostCpuCount', 'getRank', 'checkpointInfo', 'invoke',
-           '__version__']
+           'Shared', '__version__']

@@ -13,7 +13,8 @@ the stage and the work::
       work: 'line 17'
 
 Infrastructure failures have their own types with their own advice:
-:class:`WorkerLostError` (a worker process died or hung).
+:class:`WorkerLostError` (a worker process died or hung),
+:class:`RankLostError` (an MPI rank or its host was lost).
 """
 from __future__ import annotations
 
@@ -52,6 +53,11 @@ class JobStreamError(RuntimeError):
 class WorkerLostError(JobStreamError):
     """A worker process died (signal, OOM killer) or overran its timeout on
     the same work more times than allowed."""
+
+
+class RankLostError(JobStreamError):
+    """Under MPI, a rank stopped answering: its process died, or its host or
+    its network link is down.  The run ends on every rank."""
 
 
 class ConfigurationError(JobStreamError, ValueError):

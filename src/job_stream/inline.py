@@ -31,6 +31,7 @@ from operator import eq, itemgetter
 from typing import Any, Callable, Iterable, Optional
 
 from .errors import ConfigurationError
+from .executors import mpi as _mpi
 from .executors.processes import local_cpu_count
 from .objects import Args, Multiple, Object, flatten_into
 from .pipeline import FrameSpec, JobStage, Module, Pipeline, ReducerSpec
@@ -351,6 +352,11 @@ class Work:
             raise ConfigurationError(
                 f'The frame {_name(self._frames[-1][1])!r} was never closed: '
                 f'add an @w.frameEnd function after its stages.')
+        if _mpi.rank() > 0:
+            # Another rank: serve rank 0's batches; results, finish and
+            # init belong to rank 0.
+            run_pipeline(self._pipeline, (), None, self._options)
+            return None
         inits = self._inits
 
         def initial() -> list:
@@ -480,15 +486,16 @@ def map(func: Callable, *iterables: Iterable, **workKwargs: Any) -> list:
 
 
 def getCpuCount() -> int:
-    """Worker slots of a run: the cores of this machine (or ``processes``)."""
+    """Worker slots of a run: the cores of this machine, or under MPI the
+    sum of every rank's."""
     return _cpu_count()
 
 
 def getHostCpuCount() -> int:
-    """Cores usable on this host (its CPU affinity)."""
-    return local_cpu_count()
+    """Cores usable on this host (its CPU affinity, or its ``cpus=``)."""
+    return _mpi.host_cpu_count()
 
 
 def getRank() -> int:
     """This process's rank: 0 unless running under MPI."""
-    return 0
+    return _mpi.rank()

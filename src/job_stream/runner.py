@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from .checkpoint import Checkpointer, note_run
 from .errors import ConfigurationError, JobStreamError, annotate
+from .executors import mpi as _mpi
 from .executors.inline import InlineExecutor
 from .executors.processes import local_cpu_count, shared_pool
 from .pipeline import Close, Pipeline
@@ -29,8 +30,8 @@ PROGRESS_SECONDS = 0.25
 
 
 def cpu_count(processes: Optional[int] = None) -> int:
-    """Worker slots a run on this machine gets."""
-    return processes or local_cpu_count()
+    """Worker slots a run gets (summed over MPI ranks)."""
+    return _mpi.cpu_count(processes) or processes or local_cpu_count()
 
 
 def make_closers(compiled) -> dict:
@@ -64,6 +65,10 @@ def run(pipeline: Pipeline, work: Iterable, *,
     ``$JOBS_RECORD``).
     """
     compiled = pipeline.compile()
+    world = _mpi.world()
+    if world is not None and world.rank > 0:
+        _mpi.serve(world, compiled.fingerprint, processes)
+        return None
     if any(job.options.get('cache') for c in compiled.chains for job in c.jobs):
         from .cache import prepare  # code keys, before the code leaves
         prepare(compiled)
@@ -87,7 +92,11 @@ def run(pipeline: Pipeline, work: Iterable, *,
     remote = {c.id: c.jobs for c in compiled.chains if c.use_multiprocessing}
     executors = []
     pool = None
-    if remote:
+    if world is not None:
+        pool = _mpi.MPIExecutor(world, processes, compiled.fingerprint)
+        pool.start(remote)
+        executors.append((pool, True))
+    elif remote:
         pool = shared_pool(processes)
         pool.start(remote)
         executors.append((pool, True))
@@ -142,7 +151,12 @@ def run(pipeline: Pipeline, work: Iterable, *,
         error = e
         if pool is not None:
             pool.abort()
+            if world is not None:
+                pool.end(e)
         raise
+    else:
+        if world is not None:
+            pool.end()
     finally:
         if ckpt is not None:
             ckpt.close()

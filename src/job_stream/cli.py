@@ -1,0 +1,385 @@
+"""The ``job_stream`` command: run a program on the hosts of a hostfile.
+
+    job_stream [-c FILE] [--hostfile FILE | --host 'h1,h2 cpus=2'] [--] PROG ARGS...
+    job_stream config [hostfile=PATH]
+    job_stream git-results-progress [-c FILE]
+
+PROG is resolved on PATH and started under ``mpiexec`` with one rank per
+host, in the order listed (rank 0 on the first host), with the environment
+forwarded (``JOBS_CHECKPOINT`` included).  With no hostfile configured and
+no ``--host``, it runs on this machine alone, without MPI.  Inside a SLURM
+or PBS allocation the hosts come from the allocation.
+
+Liveness: rank 0 connects back to this command (``JOB_STREAM_MONITOR``) and
+beats; when it reports a lost rank, exits, or falls silent, this command
+kills ``mpiexec``'s whole process group (``mpiexec`` itself may hang for
+minutes on a cut link) and exits non-zero.
+"""
+from __future__ import annotations
+
+import os
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Optional
+
+import click
+
+from .hosts import (CPUS_ENV, HostfileError, allocation_hosts, is_local,
+                    parse_host_option, read_hostfile)
+
+CHECKPOINT_ENV = 'JOBS_CHECKPOINT'
+# Seconds without a beat from rank 0 after which the run is declared lost
+# (rank 0 beats every 0.5 s from a thread).
+MONITOR_SILENCE = 6.0
+# Seconds mpiexec gets to finish on its own once rank 0 has gone.
+LAUNCHER_GRACE = 2.0
+EXIT_LOST = 75
+
+
+# -- configuration ---------------------------------------------------------------
+def config_path() -> str:
+    import platformdirs
+    return os.path.join(platformdirs.user_config_dir('job_stream'), 'config')
+
+
+def read_config() -> dict:
+    settings = {'hostfile': ''}
+    try:
+        with open(config_path()) as f:
+            for line in f:
+                key, sep, value = line.strip().partition('=')
+                if sep:
+                    settings[key] = value
+    except FileNotFoundError:
+        pass
+    return settings
+
+
+def write_config(settings: dict) -> None:
+    path = config_path()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        for key, value in sorted(settings.items()):
+            f.write(f'{key}={value}\n')
+    os.replace(tmp, path)
+
+
+# -- the command group -----------------------------------------------------------
+class _Group(click.Group):
+    """Subcommands by name; any other name is a program to run."""
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is None and name == 'cache':
+            try:
+                from .cache.cli import cache  # provided by the cache module
+            except ImportError:
+                return None
+            return cache
+        return command
+
+    def resolve_command(self, ctx, args):
+        command = self.get_command(ctx, args[0])
+        if command is not None:
+            return args[0], command, args[1:]
+        return '_run', _run_command, args
+
+    def list_commands(self, ctx):
+        names = super().list_commands(ctx)
+        try:
+            from .cache.cli import cache  # noqa: F401
+            names = sorted(names + ['cache'])
+        except ImportError:
+            pass
+        return [n for n in names if n != '_run']
+
+
+@click.group(cls=_Group, subcommand_metavar='PROG [ARGS]...',
+             context_settings={'help_option_names': ['-h', '--help']})
+@click.option('-c', '--checkpoint', type=click.Path(dir_okay=False),
+              help='Checkpoint file: resume from it, save progress to it.')
+@click.option('--hostfile', type=click.Path(dir_okay=False),
+              help='Hosts to run on, one per line ("name [cpus=N]").')
+@click.option('--host', 'host_list', metavar='HOSTS',
+              help="Hosts to run on, comma-separated: 'h1,h2 cpus=2'.")
+@click.pass_context
+def main(ctx, checkpoint, hostfile, host_list):
+    """Run PROG ARGS on the hosts of a hostfile (or this machine) under MPI.
+
+    Put -- before PROG when its arguments start with a dash. Subcommands:
+    config, git-results-progress.
+    """
+    ctx.obj = {'checkpoint': checkpoint, 'hostfile': hostfile,
+               'host': host_list}
+
+
+@main.command('_run', hidden=True, add_help_option=False,
+              context_settings={'ignore_unknown_options': True,
+                                'allow_extra_args': True,
+                                'allow_interspersed_args': False})
+@click.argument('argv', nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
+def _run_command(obj, argv):
+    sys.exit(launch(list(argv), **obj))
+
+
+@main.command('config')
+@click.argument('settings', nargs=-1)
+def config_command(settings):
+    """Show the settings, or set them: job_stream config hostfile=PATH
+    (hostfile= clears it)."""
+    current = read_config()
+    if not settings:
+        for key, value in sorted(current.items()):
+            click.echo(f'{key}={value}')
+        return
+    for item in settings:
+        key, sep, value = item.partition('=')
+        if not sep or key != 'hostfile':
+            raise click.UsageError(f'Unknown setting {item!r}; the settings '
+                                   f'are: hostfile=PATH.')
+        if value:
+            value = os.path.abspath(value)
+            if not os.path.isfile(value):
+                raise click.UsageError(f'No hostfile at {value}.')
+            read_hostfile(value)  # refuse a malformed one now
+        current[key] = value
+    write_config(current)
+    for key, value in sorted(current.items()):
+        click.echo(f'{key}={value}')
+
+
+@main.command('git-results-progress')
+@click.option('-c', '--checkpoint', type=click.Path(dir_okay=False))
+@click.pass_obj
+def progress_command(obj, checkpoint):
+    """Print the checkpoint's modification time (or its .done file's, or -1)."""
+    path = checkpoint or (obj or {}).get('checkpoint')
+    for candidate in ([path, path + '.done'] if path else []):
+        if os.path.exists(candidate):
+            click.echo(f'{os.path.getmtime(candidate):.6f}')
+            return
+    click.echo('-1')
+
+
+# -- launching ---------------------------------------------------------------------
+def resolve_hosts(hostfile: Optional[str], host_list: Optional[str]) -> list:
+    if hostfile and host_list:
+        raise HostfileError('Give --hostfile or --host, not both.')
+    if host_list:
+        return parse_host_option(host_list)
+    if hostfile:
+        return read_hostfile(hostfile)
+    configured = read_config().get('hostfile')
+    from_allocation = allocation_hosts()
+    if from_allocation:
+        return from_allocation
+    if configured:
+        return read_hostfile(configured)
+    return []  # this machine alone
+
+
+def resolve_program(prog: str) -> list:
+    found = shutil.which(prog)
+    if found:
+        return [found]
+    if os.path.isfile(prog) and prog.endswith('.py'):
+        return [sys.executable, prog]
+    raise click.ClickException(f'Program {prog!r} not found on PATH (give a path, '
+                           f'or put -- before it when it starts with a dash).')
+
+
+def launch(argv: list, checkpoint: Optional[str], hostfile: Optional[str],
+           host: Optional[str]) -> int:
+    if not argv:
+        raise click.UsageError('Missing PROG: job_stream [OPTIONS] PROG [ARGS]...')
+    if argv[0] == '--':
+        argv = argv[1:]
+    try:
+        hosts = resolve_hosts(hostfile, host)
+    except HostfileError as e:
+        raise click.ClickException(str(e))
+    env = dict(os.environ)
+    env.pop('JOB_STREAM_SHARED_DIR', None)  # each host keeps its own store
+    if checkpoint:
+        checkpoint = os.path.abspath(checkpoint)
+        if os.path.exists(checkpoint + '.done'):
+            click.echo(f'job_stream: the checkpoint {checkpoint} is complete '
+                       f'({checkpoint}.done exists); nothing to run. Delete '
+                       f'the .done file to run again.', err=True)
+            return 0
+        env[CHECKPOINT_ENV] = checkpoint
+    command = resolve_program(argv[0]) + argv[1:]
+    if not hosts or (len(hosts) == 1 and is_local(hosts[0].name)
+                     and hosts[0].cpus is None):
+        # This machine alone: no MPI needed, and no launcher to start.
+        return _run_local(command, env)
+    return _run_mpi(command, hosts, env)
+
+
+def _run_local(command: list, env: dict) -> int:
+    proc = subprocess.Popen(command, env=env)
+    return _wait_child(proc)
+
+
+def _wait_child(proc) -> int:
+    while True:
+        try:
+            code = proc.wait()
+            break
+        except KeyboardInterrupt:
+            continue  # the child got the SIGINT too; let it finish
+    return code if code >= 0 else 128 - code
+
+
+def mpiexec() -> str:
+    found = shutil.which('mpiexec') or shutil.which('mpirun')
+    if found is None:
+        raise click.ClickException(
+            'mpiexec not found on PATH: install MPI (pip install '
+            '"job_stream[mpi]" brings mpich and mpi4py).')
+    return found
+
+
+def _run_mpi(command: list, hosts: list, env: dict) -> int:
+    listener = socket.socket()
+    listener.bind((_reachable_address(hosts[0].name), 0))
+    listener.listen(1)
+    address, port = listener.getsockname()[:2]
+    env['JOB_STREAM_MONITOR'] = f'{address}:{port}'
+    cpus = [f'{h.name}={h.cpus}' for h in hosts if h.cpus]
+    if cpus:
+        env[CPUS_ENV] = ','.join(cpus)
+    with tempfile.NamedTemporaryFile('w', prefix='job_stream-hosts-',
+                                     suffix='.txt', delete=False) as f:
+        for h in hosts:
+            f.write(f'{h.name}:1\n')
+        machinefile = f.name
+    exe = mpiexec()
+    if _is_open_mpi(exe):
+        # Open MPI forwards only the variables it is told about.
+        args = [exe, '--hostfile', machinefile, '-np', str(len(hosts)),
+                '--map-by', 'node']
+        for name in env:
+            if not name.startswith(('OMPI_', 'PMIX_')) and name.isidentifier():
+                args += ['-x', name]
+    else:  # MPICH's Hydra (and Intel MPI)
+        args = [exe, '-f', machinefile, '-n', str(len(hosts)), '-genvall']
+    try:
+        proc = subprocess.Popen(args + command, env=env, start_new_session=True)
+        try:
+            return _supervise(proc, listener)
+        except KeyboardInterrupt:
+            _kill_group(proc)
+            return 130
+    finally:
+        listener.close()
+        os.unlink(machinefile)
+
+
+def _is_open_mpi(exe: str) -> bool:
+    try:
+        out = subprocess.run([exe, '--version'], capture_output=True, text=True,
+                             timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return 'Open MPI' in out or 'OpenRTE' in out
+
+
+def _reachable_address(first_host: str) -> str:
+    """This machine's address as seen from the first host (rank 0)."""
+    if is_local(first_host):
+        return '127.0.0.1'
+    try:
+        target = socket.gethostbyname(first_host)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((target, 9))
+            return s.getsockname()[0]
+    except OSError:
+        return '0.0.0.0'
+
+
+def _supervise(proc, listener) -> int:
+    """Wait for mpiexec; kill its process group when rank 0 is gone."""
+    sel = selectors.DefaultSelector()
+    sel.register(listener, selectors.EVENT_READ)
+    conn = None
+    last_beat = None
+    gone_since = None
+    grace = LAUNCHER_GRACE
+    finished = False
+    while True:
+        code = proc.poll()
+        if code is not None:
+            _kill_group(proc)  # leftovers (ssh clients) of a finished launcher
+            if code != 0 and not finished and gone_since is None:
+                click.echo(f'job_stream: mpiexec exited with status {code} '
+                           f'before rank 0 finished (a rank, its host or its '
+                           f'link was lost; see the messages above).', err=True)
+            return code if code >= 0 else 128 - code
+        for key, _ in sel.select(timeout=0.5):
+            if key.fileobj is listener:
+                conn, _ = listener.accept()
+                conn.setblocking(False)
+                sel.register(conn, selectors.EVENT_READ)
+                last_beat = time.monotonic()
+                continue
+            try:
+                data = conn.recv(65536)
+            except OSError:
+                data = b''
+            if not data:
+                sel.unregister(conn)
+                conn.close()
+                gone_since = gone_since or time.monotonic()
+                continue
+            last_beat = time.monotonic()
+            if b'D' in data:
+                # rank 0 is leaving normally: the other ranks get the
+                # heartbeat deadline to finish their part of the script
+                finished = True
+                grace = LAUNCHER_GRACE + 10
+            if b'L' in data:
+                text = data[data.index(b'L') + 1:].decode(errors='replace')
+                click.echo(text.strip(), err=True)
+                gone_since = gone_since or time.monotonic()
+        now = time.monotonic()
+        if (gone_since is None and last_beat is not None
+                and now - last_beat > MONITOR_SILENCE):
+            click.echo(f'job_stream: rank 0 has not been heard from for '
+                       f'{now - last_beat:.0f} s (its host may be down); '
+                       f'stopping the run.', err=True)
+            gone_since = now - LAUNCHER_GRACE
+        if gone_since is not None and now - gone_since >= grace:
+            try:
+                code = proc.wait(timeout=0.1)
+            except subprocess.TimeoutExpired:
+                code = None
+            _kill_group(proc)
+            if code is None:
+                click.echo('job_stream: mpiexec did not finish on its own; '
+                           'killed it.', err=True)
+                return 0 if finished else EXIT_LOST
+            return (code if code >= 0 else 128 - code) or (0 if finished else EXIT_LOST)
+
+
+def _kill_group(proc) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+if __name__ == '__main__':
+    main(prog_name='job_stream')
