@@ -291,7 +291,8 @@ class _SweepWork(Work):
             self.table.to_csv(self._output)
         if self._plot is not None:
             from .plot import plot_table
-            plot_table(self.table, self._params, self._plot)
+            plot_table(self.table, self._params, self._plot,
+                       self._criterion.confidence)
 
     # -- combination frame -------------------------------------------------
     def _combination_start(self, store, id, params):
