@@ -191,9 +191,11 @@ class _SeededTrial:
             seq = np.random.SeedSequence()    # fresh OS entropy per trial
         else:
             seq = np.random.SeedSequence(self.seed, spawn_key=tuple(args[:2]))
-        state = seq.generate_state(4)
-        random.seed(int.from_bytes(state.tobytes(), 'little'))
-        np.random.seed(state)
+        # Separate words for the two Mersenne Twisters: seeded from the same
+        # words they would draw the same numbers.
+        state = seq.generate_state(8)
+        random.seed(int.from_bytes(state[:4].tobytes(), 'little'))
+        np.random.seed(state[4:])
         _current = Object(seq=seq, rng=None)
         try:
             return self.func(*args, **kwargs)

@@ -35,7 +35,7 @@ With a fixed number of trials (``trials > 0``) nothing is stopped early and
     >>> a = AdaptiveTrials(c, first=3)
     >>> a.begin()
     [0, 1, 2]
-    >>> for t in a.begin():
+    >>> for t in [0, 1, 2]:
     ...     _ = a.add(t, {'x': 1.0})
     >>> a.again(), a.finished
     ([], True)
@@ -142,7 +142,8 @@ class AdaptiveTrials:
         self.keys: Optional[tuple] = None
         self.moments: dict = {}
         self.pilot: dict = {}       # value name -> Moments of trials < first
-        self.pilot_done = 0
+        self.waiting: dict = {}     # trial -> result, until those before it
+        self.ordered = 0            # trials 0 .. ordered-1 are in moments
         self.finished = False
 
     # -- driving --------------------------------------------------------
@@ -153,7 +154,13 @@ class AdaptiveTrials:
     def add(self, trial: int, result: dict) -> list:
         """Record a trial's result (a dict name -> number); return the trial
         numbers to start now (automatic mode: when the estimate of trials
-        needed grew past those started)."""
+        needed grew past those started).
+
+        Results are taken into the statistics in trial order (a result that
+        arrives early waits for the trials before it), and decisions depend
+        only on those in-order prefixes: with seeded trials a sweep runs the
+        same trials and computes the same numbers whatever the timing.
+        """
         if self.keys is None:
             self.keys = tuple(sorted(result))
             self.moments = {k: Moments() for k in self.keys}
@@ -163,17 +170,21 @@ class AdaptiveTrials:
                 f'Trials of one sweep must return the same keys; trial {trial} '
                 f'returned {sorted(result)} but an earlier trial returned '
                 f'{list(self.keys)}.')
-        for k in self.keys:
-            self.moments[k].add(result[k])
-            if trial < self.first:
-                self.pilot[k].add(result[k])
-        if trial < self.first:
-            self.pilot_done += 1
+        self.waiting[trial] = result
         self.done += 1
-        if self.criterion.fixed is not None or self.pilot_done < self.first:
-            return []
-        # At most double what has returned: an early estimate can be far off.
-        target = min(self.needed(), self.criterion.max, 2 * self.done)
+        c = self.criterion
+        target = self.started
+        while self.ordered in self.waiting:
+            result = self.waiting.pop(self.ordered)
+            for k in self.keys:
+                self.moments[k].add(result[k])
+                if self.ordered < self.first:
+                    self.pilot[k].add(result[k])
+            self.ordered += 1
+            if c.fixed is None and self.ordered >= self.first:
+                # At most double what has returned: an early estimate can be
+                # far off.
+                target = max(target, min(self.needed(), c.max, 2 * self.ordered))
         return self._start(target)
 
     def again(self) -> list:
@@ -184,7 +195,7 @@ class AdaptiveTrials:
                 or self.satisfied()):
             self.finished = True
             return []
-        target = min(self.needed(), c.max, 2 * self.done)
+        target = min(self.needed(), c.max, 2 * self.ordered)
         return self._start(max(target, self.started + 1))
 
     # -- statistics -----------------------------------------------------
@@ -203,7 +214,7 @@ class AdaptiveTrials:
 
     def satisfied(self) -> bool:
         """Every value's half-width is within target, with enough trials."""
-        if self.keys is None or self.done < max(2, self.criterion.min):
+        if self.keys is None or self.ordered < max(2, self.criterion.min):
             return False
         return all(self.error(k) <= self.criterion.target(self.moments[k].mean)
                    for k in self.keys)
@@ -214,7 +225,7 @@ class AdaptiveTrials:
         if c.fixed is not None:
             return c.fixed
         need = max(c.min, self.first, 2)
-        if self.keys is None or self.done < 2:
+        if self.keys is None or self.ordered < 2:
             return need
         conf = c.confidence
         for k in self.keys:

@@ -1,0 +1,98 @@
+"""Statistical proof of sweep's stopping rule.
+
+Thousands of automatic sweeps are simulated by driving
+:class:`job_stream.baked.trials.AdaptiveTrials` - the object sweep's
+combination frame drives - the way the frame does: the first batch is
+started, results come back in a random order (workers finish at random
+times), extra trials are started as results arrive and ``again()`` is asked
+whenever nothing is in flight.  Real end-to-end sweeps are in test_sweep.py.
+"""
+import math
+
+import numpy as np
+import pytest
+
+from job_stream.baked.trials import AdaptiveTrials, Criterion, t_quantile
+
+MU = 3.0
+SWEEPS = 1000   # fewer makes a 93% threshold flaky (binomial sd ~0.7%)
+
+
+def simulate(trials, sigma, rng):
+    """Run one combination to the end; return the AdaptiveTrials."""
+    inflight = trials.begin()
+    while True:
+        while inflight:
+            trial = inflight.pop(int(rng.integers(len(inflight))))
+            inflight += trials.add(trial, {'x': rng.normal(MU, sigma),
+                                           'c': 1.0})
+        inflight = trials.again()
+        if not inflight:
+            return trials
+
+
+def coverage(cls, cv, first, seed, sweeps=SWEEPS, E=0.1, eps=1e-2):
+    rng = np.random.default_rng(seed)
+    covered, counts, met = 0, [], 0
+    crit = Criterion(E=E, eps=eps, min=3, max=10000)
+    for _ in range(sweeps):
+        t = simulate(cls(crit, first), cv * MU, rng)
+        row = t.row()
+        covered += abs(row['x'] - MU) <= row['x_err']
+        counts.append(row['trials'])
+        # the stopping criterion holds for every value when it stopped
+        met += all(row[k + '_err'] <= max(E * abs(row[k]), eps)
+                   for k in ('x', 'c'))
+        assert row['c_err'] == 0 and row['c'] == 1.0
+    return covered / sweeps, met, float(np.mean(counts))
+
+
+@pytest.mark.parametrize('cv,first', [(0.05, 3), (0.2, 3), (0.5, 3),
+                                      (0.2, 8)])
+def test_interval_covers_mean(cv, first):
+    cov, met, mean_trials = coverage(AdaptiveTrials, cv, first,
+                                     seed=int(cv * 1000) + first)
+    print(f'sigma/mu={cv} pilot={first}: coverage {cov:.3f}, '
+          f'mean trials {mean_trials:.1f}')
+    assert met == SWEEPS
+    assert cov >= 0.93, (cov, mean_trials)
+
+
+class NaiveTrials(AdaptiveTrials):
+    """The uncorrected rule: stop as soon as the plain t half-width is small."""
+
+    def error(self, key):
+        m = self.moments[key]
+        return t_quantile(m.n - 1, self.criterion.confidence) * m.dev / math.sqrt(m.n)
+
+
+def test_uncorrected_rule_undercovers():
+    """The test above has the power to catch optional-stopping bias: the
+    plain sequential t interval (exact t, sample deviation) falls short."""
+    cov, met, _ = coverage(NaiveTrials, 0.2, 3, seed=7)
+    print(f"uncorrected rule, sigma/mu=0.2: coverage {cov:.3f}")
+    assert met == SWEEPS
+    assert cov < 0.925, cov
+
+
+def test_fixed_trials_interval_is_plain_t():
+    crit = Criterion(min=10, max=10, fixed=10)
+    t = AdaptiveTrials(crit, first=10)
+    rng = np.random.default_rng(1)
+    data = rng.normal(0, 1, 10)
+    assert t.begin() == list(range(10))
+    for i, x in enumerate(data):
+        assert t.add(i, {'x': x}) == []
+    assert t.again() == [] and t.finished
+    row = t.row()
+    assert row['trials'] == 10
+    assert row['x'] == pytest.approx(data.mean())
+    assert row['x_dev'] == pytest.approx(data.std(ddof=1))
+    assert row['x_err'] == pytest.approx(2.2621571627 * data.std(ddof=1)
+                                         / math.sqrt(10))
+
+
+def test_confidence_changes_quantile():
+    assert t_quantile(9, 0.95) == pytest.approx(2.2621571627)
+    assert t_quantile(9, 0.99) == pytest.approx(3.2498355416)
+    assert t_quantile(100000, 0.95) == pytest.approx(1.96, abs=1e-3)
