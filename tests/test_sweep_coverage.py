@@ -59,20 +59,23 @@ def test_interval_covers_mean(cv, first):
 
 
 class NaiveTrials(AdaptiveTrials):
-    """The uncorrected rule: stop as soon as the plain t half-width is small."""
+    """The original's kind of rule: stop as soon as t * population deviation
+    / sqrt(n) is small enough (no correction for optional stopping)."""
 
-    def error(self, key):
+    def spread(self, key):
         m = self.moments[key]
-        return t_quantile(m.n - 1, self.criterion.confidence) * m.dev / math.sqrt(m.n)
+        population_dev = m.dev * math.sqrt((m.n - 1) / m.n)
+        return t_quantile(m.n - 1, self.criterion.confidence) * population_dev
 
 
 def test_uncorrected_rule_undercovers():
-    """The test above has the power to catch optional-stopping bias: the
-    plain sequential t interval (exact t, sample deviation) falls short."""
-    cov, met, _ = coverage(NaiveTrials, 0.2, 3, seed=7)
-    print(f"uncorrected rule, sigma/mu=0.2: coverage {cov:.3f}")
+    """The coverage test has the power to catch optional-stopping bias:
+    the uncorrected rule falls clearly short of 93%."""
+    cov, met, mean_trials = coverage(NaiveTrials, 0.2, 3, seed=7)
+    print(f'uncorrected rule, sigma/mu=0.2: coverage {cov:.3f}, '
+          f'mean trials {mean_trials:.1f}')
     assert met == SWEEPS
-    assert cov < 0.925, cov
+    assert cov < 0.915, cov
 
 
 def test_fixed_trials_interval_is_plain_t():

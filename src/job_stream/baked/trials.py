@@ -199,18 +199,24 @@ class AdaptiveTrials:
         return self._start(max(target, self.started + 1))
 
     # -- statistics -----------------------------------------------------
-    def error(self, key: str) -> float:
-        """Half-width of the confidence interval of ``key``'s mean."""
-        m = self.moments[key]
-        if m.n < 2:
-            return math.nan
+    def spread(self, key: str) -> float:
+        """``t * deviation``: the half-width of ``key`` is this / sqrt(n).
+
+        Automatic mode takes the larger of the pilot's (Stein's two-stage
+        bound) and all trials'; see the module documentation."""
         conf = self.criterion.confidence
-        err = t_quantile(m.n - 1, conf) * m.dev / math.sqrt(m.n)
+        m = self.moments[key]
+        out = t_quantile(m.n - 1, conf) * m.dev
         if self.criterion.fixed is None:
             p = self.pilot[key]
             if p.n >= 2:
-                err = max(err, t_quantile(p.n - 1, conf) * p.dev / math.sqrt(m.n))
-        return err
+                out = max(out, t_quantile(p.n - 1, conf) * p.dev)
+        return out
+
+    def error(self, key: str) -> float:
+        """Half-width of the confidence interval of ``key``'s mean."""
+        n = self.moments[key].n
+        return self.spread(key) / math.sqrt(n) if n >= 2 else math.nan
 
     def satisfied(self) -> bool:
         """Every value's half-width is within target, with enough trials."""
@@ -227,13 +233,9 @@ class AdaptiveTrials:
         need = max(c.min, self.first, 2)
         if self.keys is None or self.ordered < 2:
             return need
-        conf = c.confidence
         for k in self.keys:
-            m, p = self.moments[k], self.pilot[k]
-            goal = c.target(m.mean)
-            spread = t_quantile(m.n - 1, conf) * m.dev
-            if p.n >= 2:
-                spread = max(spread, t_quantile(p.n - 1, conf) * p.dev)
+            goal = c.target(self.moments[k].mean)
+            spread = self.spread(k)
             if spread == 0:
                 continue
             if goal == 0:
