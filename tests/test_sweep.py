@@ -335,3 +335,50 @@ def test_automatic_mode_does_not_depend_on_arrival_order(order_seed):
     fifo = run(None)
     assert fifo['trials'] > 20
     assert run(np.random.default_rng(order_seed)) == fifo
+
+
+def test_progress_bar_on_a_terminal(tmp_path):
+    """stderr on a terminal: a tqdm bar with trials and combinations."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    from conftest import script_env
+    path = tmp_path / 'bar.py'
+    path.write_text('''
+import time
+from job_stream.baked import sweep
+with sweep({'a': [1, 2]}, trials=10, useMultiprocessing=False,
+           report=False) as w:
+    @w.job
+    def trial(id, trial, a):
+        time.sleep(0.05)
+        return {'x': 1.0}
+''')
+    import fcntl
+    import struct
+    import termios
+    master, slave = pty.openpty()
+    # a new pty is 0 columns wide, where tqdm draws nothing: size it
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack('HHHH', 24, 100, 0, 0))
+    proc = subprocess.Popen([sys.executable, str(path)], stdout=subprocess.PIPE,
+                            stderr=slave, stdin=subprocess.DEVNULL,
+                            env=script_env(), cwd=tmp_path)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:         # EIO: the script closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    terminal = b''.join(chunks).decode(errors='replace')
+    assert 'sweep:' in terminal and '/20' in terminal
+    assert 'combinations' in terminal and 'trial/s' in terminal
+    assert 'sweep: combination' not in terminal     # no plain lines
+    assert b'x_err' in out
