@@ -15,6 +15,8 @@ import socket
 import time
 from typing import Dict, Iterable, Optional
 
+from .options import OptionError
+
 STATUSES = ('done', 'failed', 'running')
 
 
@@ -51,7 +53,7 @@ def check_shape(jobs_dir: str, shape: dict, fresh: bool) -> None:
         diff = ', '.join(f'{k} was {old.get(k)!r}, now {shape.get(k)!r}'
                          for k in sorted(set(old) | set(shape))
                          if old.get(k) != shape.get(k))
-        raise ValueError(
+        raise OptionError(
             f'The jobs folder {jobs_dir} holds bins of another run ({diff}): '
             f'use another --jobs-dir, or --fresh to forget its finished bins.')
     write_json(path, shape)
