@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -278,7 +279,7 @@ def test_slurm_scripts_run_by_hand(tmp_path):
     assert '3 of 3 bins are already done' in proc.stderr
     proc = cluf(script, '-n', 3, '-j', jobs, '--queue', '--scheduler', 'slurm',
                 cwd=tmp_path, check=0)
-    assert 'every bin is done; nothing to submit' in proc.stderr
+    assert 'every bin is done or queued; nothing to submit' in proc.stderr
 
 
 PBS_GOLDEN = f'''#!/bin/bash
@@ -351,3 +352,32 @@ def test_dispatch_errors(tmp_path):
     proc = cluf(script, '-n', 2, '--array', '--scheduler', 'pbs', cwd=tmp_path, check=2)
     assert 'SLURM job array' in proc.stderr
     assert not calls(tmp_path)
+
+
+def test_sigterm_marks_bins_failed_and_status_shows_it(tmp_path):
+    script = write_script(tmp_path, n=4, code='''
+        import time
+        def target(a, b=0):
+            open(os.path.join(OUT, f'started-{a}'), 'w').close()
+            time.sleep(60)
+    ''')
+    jobs = tmp_path / 'jobs'
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'job_stream.cluf', script, '-b', '0-1/2', '-j', jobs,
+         '-p', '1'], cwd=tmp_path, env=script_env({'CLUFRC': ''}),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not list((tmp_path / 'out').glob('started-*')):
+            assert time.monotonic() < deadline and proc.poll() is None, 'never started'
+            time.sleep(0.1)
+        status = cluf('status', jobs, cwd=tmp_path, check=0).stdout
+        assert 'running      2  bins 0-1' in status
+        proc.terminate()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert 'killed by SIGTERM' in err
+    status = cluf('status', jobs, cwd=tmp_path, check=0).stdout
+    assert 'failed       2  bins 0-1' in status and 'killed by SIGTERM' in status

@@ -52,12 +52,30 @@ def submitted_ids(stderr):
 
 
 def test_nodes_queue(slurm, tmp_path):
-    script = write_script(tmp_path, n=10)
+    script = write_script(tmp_path, n=10, code='''
+        import time
+        _record = target
+        def target(a, b=0):
+            # hold the subjobs in the queue until the test says go
+            deadline = time.monotonic() + 120
+            while not os.path.exists(os.path.join(OUT, '..', 'go')):
+                assert time.monotonic() < deadline, 'no go'
+                time.sleep(0.1)
+            _record(a, b)
+    ''')
     jobs = tmp_path / 'jobs'
     proc = cluf(script, '--nodes', 3, '--queue', '-p', 1, '-j', jobs,
                 '-e', 'CLUF_TEST_VALUE="on slurm"', cwd=tmp_path, check=0)
     ids = submitted_ids(proc.stderr)
     assert len(ids) == 3, proc.stderr
+    status = cluf('status', jobs, cwd=tmp_path, check=0).stdout
+    assert f'in the queue: subjobs 0-2 (jobs {", ".join(sorted(ids))})' in status
+    # submitting again while they are queued or running submits nothing
+    proc = cluf(script, '--nodes', 3, '--queue', '-p', 1, '-j', jobs, cwd=tmp_path,
+                check=0)
+    assert 'subjobs 0-2 are still queued or running' in proc.stderr
+    assert not submitted_ids(proc.stderr)
+    (tmp_path / 'go').write_text('')
     wait_for_jobs(ids, jobs, 3)
     got = ran_once(tmp_path, 10)
     assert got[7] == ['70 - on slurm']

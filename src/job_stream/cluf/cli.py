@@ -7,7 +7,8 @@ import traceback
 import click
 
 from .bins import BinSpecError
-from .direct import ScriptError, load_script, run_direct
+from .direct import (ScriptError, Terminated, load_script, run_direct,
+                     terminate_on_sigterm)
 from .dispatch import SchedulerError, dispatch, status
 from .options import OptionError, merge, normalize_keys, read_rc
 
@@ -82,6 +83,7 @@ def run(script, args_, hash_, progress, mode, **cli):
         if mode is None:
             mode = 'dispatch' if opts['nodes'] or opts['iterations'] else 'direct'
         if mode == 'direct':
+            terminate_on_sigterm()
             code = run_direct(module, opts,
                               record_dir=opts['jobs_dir'] if jobs_dir_given else None)
         else:
@@ -89,6 +91,9 @@ def run(script, args_, hash_, progress, mode, **cli):
     except USER_ERRORS as e:
         click.echo(f'cluf: error: {e}', err=True)
         sys.exit(2)
+    except Terminated as e:
+        click.echo(f'cluf: {e}; the bins of this run are marked failed.', err=True)
+        sys.exit(143)
     except KeyboardInterrupt:
         click.echo('cluf: interrupted', err=True)
         sys.exit(130)

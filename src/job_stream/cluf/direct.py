@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import sys
 import traceback
 from typing import Any, Iterable, Optional
@@ -25,6 +26,18 @@ from .options import OptionError
 # Failures printed with their whole traceback at the end of a run; the rest
 # get one line each, so a systematic failure does not bury the summary.
 FULL_TRACEBACKS = 5
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (a scheduler's walltime, preemption or scancel)."""
+
+
+def terminate_on_sigterm() -> None:
+    """Turn SIGTERM into :class:`Terminated`, so the run stops its workers
+    and marks its bins failed instead of vanishing with them 'running'."""
+    def handler(signum, frame):
+        raise Terminated('killed by SIGTERM (walltime, preemption or a cancel)')
+    signal.signal(signal.SIGTERM, handler)
 
 
 class ScriptError(ValueError):

@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 from typing import Dict, List, Optional
@@ -196,7 +197,11 @@ def dispatch(module, script_path: str, opts: dict, out=sys.stderr) -> int:
     with_checkpoints = 'checkpointFile' in RUN_OPTIONS
     if with_checkpoints:
         os.makedirs(os.path.join(jobs_dir, 'checkpoints'), exist_ok=True)
-    submissions = []  # (script path, extra submit arguments, description)
+    submissions = []  # (script path, extra submit arguments, description, units)
+    record = state.read_json(os.path.join(jobs_dir, 'dispatch.json')) or {}
+    if record.get('array') != opts['array'] or record.get('subjobs') != n:
+        record['submitted'] = []   # another layout: old job ids name other units
+    alive = in_queue(scheduler, record)
     if opts['array']:
         size = opts['max_array_size'] or site_max_array_size()
         per_task = math.ceil(n / size)
@@ -216,12 +221,13 @@ def dispatch(module, script_path: str, opts: dict, out=sys.stderr) -> int:
         path = os.path.join(jobs_dir, 'array.sh')
         _write(path, script_text(scheduler, opts, header, line, preamble))
         todo = [t for t in range(tasks)
-                if not set(range(t * per_task, min(n, (t + 1) * per_task))) <= done]
+                if not set(range(t * per_task, min(n, (t + 1) * per_task))) <= done
+                and t not in alive]
         print(f'cluf: wrote {path}: a job array of {tasks} tasks over {n} bins '
               f'({per_task} per task).', file=out)
         if todo:
             submissions.append((path, [f'--array={_ranges(todo)}'],
-                                f'array tasks {_ranges(todo)}'))
+                                f'array tasks {_ranges(todo)}', todo))
     else:
         for i in range(n):
             header = directives(scheduler, sched_opts, target=target, subjob=i,
@@ -233,24 +239,30 @@ def dispatch(module, script_path: str, opts: dict, out=sys.stderr) -> int:
                                ckpt and shlex.quote(ckpt))
             path = os.path.join(jobs_dir, f'subjob-{i}.sh')
             _write(path, script_text(scheduler, opts, header, line))
-            if i not in done:
-                submissions.append((path, [], f'subjob {i}'))
+            if i not in done and i not in alive:
+                submissions.append((path, [], f'subjob {i}', [i]))
         print(f'cluf: wrote {n} {scheduler} scripts to {jobs_dir} '
               f'(subjob-0.sh ... subjob-{n - 1}.sh).', file=out)
     if done:
         print(f'cluf: {len(done)} of {n} bins are already done (cluf status '
               f'{jobs_dir}); their subjobs are not submitted. Use --fresh to '
               f'run them again.', file=out)
-    record = state.read_json(os.path.join(jobs_dir, 'dispatch.json')) or {}
+    if alive:
+        unit = 'array tasks' if opts['array'] else 'subjobs'
+        print(f'cluf: {unit} {_ranges(sorted(alive))} are still queued or running '
+              f'(jobs {", ".join(sorted(set(alive.values())))}); not submitting '
+              f'them again.', file=out)
     record.update(scheduler=scheduler, subjobs=n, array=opts['array'],
-                  script=script_path)
+                  script=script_path,
+                  per_task=per_task if opts['array'] else 1)
     record.setdefault('submitted', [])
     if opts['queue']:
         if not submissions:
-            print('cluf: every bin is done; nothing to submit.', file=out)
-        for path, extra, what in submissions:
+            print('cluf: every bin is done or queued; nothing to submit.', file=out)
+        for path, extra, what, units in submissions:
             job_id = submit(scheduler, path, extra, jobs_dir)
-            record['submitted'].append({'what': what, 'job': job_id})
+            record['submitted'].append({'what': what, 'job': job_id, 'units': units})
+            state.write_json(os.path.join(jobs_dir, 'dispatch.json'), record)
             print(f'cluf: submitted {what} as job {job_id}.', file=out)
     elif submissions:
         print(f'cluf: not submitted (add --queue to submit with '
@@ -267,6 +279,27 @@ def q_path(p: str) -> str:
 def _ranges(values: List[int]) -> str:
     from .bins import format_bins
     return format_bins(values, 1).rpartition('/')[0]
+
+
+def in_queue(scheduler: str, record: dict) -> Dict[int, str]:
+    """Subjobs (or array tasks) of ``record`` still queued or running in
+    SLURM: {unit: job id}.  Empty for PBS or when squeue cannot answer."""
+    jobs = {}
+    for entry in record.get('submitted', []):
+        for unit in entry.get('units', []):
+            jobs[unit] = str(entry['job'])
+    if scheduler != 'slurm' or not jobs or not shutil.which('squeue'):
+        return {}
+    try:
+        proc = subprocess.run(['squeue', '-h', '-r', '-o', '%i', '-j',
+                               ','.join(sorted(set(jobs.values())))],
+                              capture_output=True, text=True, timeout=SUBMIT_TIMEOUT)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    listed = set(proc.stdout.split())
+    if record.get('array'):
+        return {u: j for u, j in jobs.items() if f'{j}_{u}' in listed}
+    return {u: j for u, j in jobs.items() if j in listed}
 
 
 def submit(scheduler: str, path: str, extra: List[str], jobs_dir: str) -> str:
@@ -291,6 +324,19 @@ def submit(scheduler: str, path: str, extra: List[str], jobs_dir: str) -> str:
     return proc.stdout.strip().split(';')[0]
 
 
+def _gone(marker: dict) -> bool:
+    """A 'running' marker of this host whose process no longer exists."""
+    if marker.get('host') != socket.gethostname() or not marker.get('pid'):
+        return False
+    try:
+        os.kill(int(marker['pid']), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return False
+
+
 def status(jobs_dir: str, out=sys.stdout) -> int:
     """Print which bins of a dispatch are done, running, failed or waiting."""
     shape_ = state.read_json(os.path.join(jobs_dir, 'state', 'shape.json'))
@@ -312,10 +358,17 @@ def status(jobs_dir: str, out=sys.stdout) -> int:
         m = markers[b]
         job = f' job {m["job"]}' if m.get('job') else ''
         msg = f': {m["message"]}' if m.get('message') else ''
+        if m['status'] == 'running' and _gone(m):
+            msg += ' -- but that process is gone (killed?)'
         print(f'  bin {b} {m["status"]} on {m.get("host")} (pid {m.get("pid")}'
               f'{job}){msg}', file=out)
     if record.get('submitted'):
         last = record['submitted'][-1]
         print(f'  last submitted: {last["what"]} as job {last["job"]}', file=out)
+        alive = in_queue(record.get('scheduler'), record)
+        if alive:
+            unit = 'array tasks' if record.get('array') else 'subjobs'
+            print(f'  in the queue: {unit} {_ranges(sorted(alive))} (jobs '
+                  f'{", ".join(sorted(set(alive.values())))})', file=out)
     out.flush()
     return 0
