@@ -236,6 +236,7 @@ def test_direct_with_jobs_dir_resumes_finished_bins(tmp_path):
                 cwd=tmp_path, check=1)
     status = cluf('status', jobs, cwd=tmp_path, check=0).stdout
     assert 'done         2  bins 0,2' in status and 'failed       1  bins 1' in status
+    assert "1 failing argument(s), first #4 (4, 40): ValueError: not yet" in status
     (tmp_path / 'fixed').write_text('')
     proc = cluf(script, '-b', '0-2/3', '-j', jobs, '-p', 1, cwd=tmp_path, check=0)
     assert 'bins 0,2/3 already done' in proc.stderr
@@ -381,3 +382,13 @@ def test_sigterm_marks_bins_failed_and_status_shows_it(tmp_path):
     assert 'killed by SIGTERM' in err
     status = cluf('status', jobs, cwd=tmp_path, check=0).stdout
     assert 'failed       2  bins 0-1' in status and 'killed by SIGTERM' in status
+
+
+def test_scheduler_defaults_to_slurm_without_one_installed(tmp_path):
+    script = write_script(tmp_path, code='cluf_options = {"nodes": 2}\n')
+    env = {'PATH': str(tmp_path)}       # neither sbatch nor qsub
+    proc = cluf(script, '-j', 'jobs', cwd=tmp_path, env=env, check=0)
+    assert 'wrote 2 slurm scripts' in proc.stderr     # nodes from cluf_options
+    assert '#SBATCH --job-name=target-0-2' in (tmp_path / 'jobs/subjob-0.sh').read_text()
+    cluf(script, '-m', 'direct', '-p', 1, cwd=tmp_path, env=env, check=0)
+    ran_once(tmp_path, 10)                            # --mode beats nodes

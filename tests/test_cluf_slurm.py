@@ -64,6 +64,7 @@ def test_nodes_queue(slurm, tmp_path):
             _record(a, b)
     ''')
     jobs = tmp_path / 'jobs'
+    # no --scheduler: sbatch is installed, so SLURM is chosen
     proc = cluf(script, '--nodes', 3, '--queue', '-p', 1, '-j', jobs,
                 '-e', 'CLUF_TEST_VALUE="on slurm"', cwd=tmp_path, check=0)
     ids = submitted_ids(proc.stderr)

@@ -202,8 +202,12 @@ def run_direct(module, opts: dict, record_dir: Optional[str] = None,
     if record_dir is not None:
         bad = {f.bin for f in failures}
         state.mark(record_dir, mine - bad, 'done')
-        if bad:
-            state.mark(record_dir, bad, 'failed', f'{len(failures)} failing arguments')
+        for b in bad:
+            mine_failed = [f for f in failures if f.bin == b]
+            first = mine_failed[0]
+            state.mark(record_dir, [b], 'failed',
+                       f'{len(mine_failed)} failing argument(s), first #{first.position} '
+                       f'{first.value}: {first.traceback.strip().splitlines()[-1]}')
     if failures:
         _summarize(failures, sum(counts.values()), out)
         return 1
