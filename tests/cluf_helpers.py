@@ -1,5 +1,4 @@
 """Helpers of the cluf tests: write a script, run the cluf command on it."""
-import os
 import subprocess
 import sys
 import textwrap
@@ -9,7 +8,6 @@ from conftest import script_env
 # A target that records each call as one line of the file out/<first arg>,
 # so a test can check every argument ran exactly once.
 RECORDING_SCRIPT = '''
-import os
 import job_stream
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'out')

@@ -1,6 +1,5 @@
 """cluf: bins, hashing, options, direct mode and script generation."""
 import json
-import os
 import subprocess
 import sys
 import time

@@ -3,7 +3,6 @@
 Starts the single-node test cluster with ../shared/tools/slurm-up (root
 needed; packages from .ci/install-slurm-deps) and stops it at the end.
 """
-import os
 import pathlib
 import subprocess
 import time

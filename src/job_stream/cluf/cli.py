@@ -10,7 +10,7 @@ from .bins import BinSpecError
 from .direct import (ScriptError, Terminated, load_script, run_direct,
                      terminate_on_sigterm)
 from .dispatch import SchedulerError, dispatch, status
-from .options import OptionError, merge, normalize_keys, read_rc
+from .options import OptionError, merge, read_rc
 
 USER_ERRORS = (OptionError, BinSpecError, ScriptError, SchedulerError)
 
@@ -115,5 +115,3 @@ def status_command(jobs_dir):
         click.echo(f'cluf: error: {e}', err=True)
         sys.exit(2)
 
-
-__all__ = ['main', 'normalize_keys']

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import traceback
-from typing import Any, Iterable, Optional
+from typing import Iterable, Optional
 
 import cloudpickle
 

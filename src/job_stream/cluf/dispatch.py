@@ -22,6 +22,7 @@ from typing import Dict, List, Optional
 
 from ..inline import RUN_OPTIONS
 from . import state
+from .bins import format_bins
 from .direct import find_args, find_target, shape
 from .options import OptionError
 
@@ -215,7 +216,7 @@ def dispatch(module, script_path: str, opts: dict, out=sys.stderr) -> int:
             f'[ -n "$task" ] || {{ echo "usage: bash $0 TASK (0 to {tasks - 1})" >&2; exit 2; }}',
             f'first=$((task * {per_task})); last=$((first + {per_task - 1}))',
             f'[ $last -le {n - 1} ] || last={n - 1}']
-        ckpt = (q_path(os.path.join(jobs_dir, 'checkpoints')) + '/task-$task.chk'
+        ckpt = (shlex.quote(os.path.join(jobs_dir, 'checkpoints')) + '/task-$task.chk'
                 if with_checkpoints else None)
         line = run_command(script_path, opts, f'"$first-$last/{n}"', jobs_dir, ckpt)
         path = os.path.join(jobs_dir, 'array.sh')
@@ -272,12 +273,8 @@ def dispatch(module, script_path: str, opts: dict, out=sys.stderr) -> int:
     return 0
 
 
-def q_path(p: str) -> str:
-    return shlex.quote(p)
-
-
 def _ranges(values: List[int]) -> str:
-    from .bins import format_bins
+    """``[0, 1, 2, 5]`` -> ``'0-2,5'``."""
     return format_bins(values, 1).rpartition('/')[0]
 
 
