@@ -8,6 +8,7 @@ from conftest import script_env
 # A target that records each call as one line of the file out/<first arg>,
 # so a test can check every argument ran exactly once.
 RECORDING_SCRIPT = '''
+import os
 import job_stream
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'out')
