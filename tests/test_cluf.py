@@ -11,6 +11,7 @@ from conftest import script_env
 from job_stream import Arguments
 from job_stream.cluf.bins import (BinSpecError, format_bins, make_binner,
                                   parse_bins, parse_selector, stable_hash)
+from job_stream.cluf.direct import default_processes
 from job_stream.cluf.options import OptionError, merge, parse_env
 from job_stream.inline import RUN_OPTIONS
 
@@ -391,3 +392,10 @@ def test_scheduler_defaults_to_slurm_without_one_installed(tmp_path):
     assert '#SBATCH --job-name=target-0-2' in (tmp_path / 'jobs/subjob-0.sh').read_text()
     cluf(script, '-m', 'direct', '-p', 1, cwd=tmp_path, env=env, check=0)
     ran_once(tmp_path, 10)                            # --mode beats nodes
+
+
+def test_processes_default_to_the_cores_a_scheduler_gave():
+    assert default_processes({}) is None                    # all local cores
+    assert default_processes({'SLURM_CPUS_ON_NODE': '8', 'SLURM_CPUS_PER_TASK': '3'}) == 3
+    assert default_processes({'SLURM_CPUS_ON_NODE': '8'}) == 8
+    assert default_processes({'PBS_NUM_PPN': '4', 'SLURM_CPUS_PER_TASK': ''}) == 4

@@ -28,6 +28,22 @@ from .options import OptionError
 FULL_TRACEBACKS = 5
 
 
+# Variables through which a scheduler says how many cores a job was given,
+# in the order they are trusted.
+SCHEDULER_CPU_VARIABLES = ('SLURM_CPUS_PER_TASK', 'SLURM_CPUS_ON_NODE',
+                           'PBS_NUM_PPN', 'NCPUS')
+
+
+def default_processes(environ=os.environ) -> Optional[int]:
+    """Inside a SLURM/PBS job, the cores it was given (a job should not
+    start a worker per core of a node it shares); else None: all cores."""
+    for name in SCHEDULER_CPU_VARIABLES:
+        value = environ.get(name, '').strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return None
+
+
 class Terminated(BaseException):
     """SIGTERM arrived (a scheduler's walltime, preemption or scancel)."""
 
@@ -161,8 +177,9 @@ def run_direct(module, opts: dict, record_dir: Optional[str] = None,
         bins, total = None, 1
     binner = make_binner(total, opts['hash'], opts['key'])
     run_options = {'showProgress': opts['show_progress'], 'report': opts['report']}
-    if opts['processes']:
-        run_options['processes'] = opts['processes']
+    processes = opts['processes'] or default_processes()
+    if processes:
+        run_options['processes'] = processes
     if opts['checkpoint']:
         if 'checkpointFile' not in RUN_OPTIONS:
             raise OptionError(
