@@ -60,11 +60,11 @@ def run(pipeline: Pipeline, work: Iterable, *,
     file if it exists and checkpoints to it (see :mod:`job_stream.checkpoint`).
     """
     compiled = pipeline.compile()
+    note_run(checkpoint is not None)
     ckpt = None
     if checkpoint is not None:
         ckpt = Checkpointer(checkpoint, compiled, checkpoint_interval,
                             checkpoint_sync_interval)
-    note_run(ckpt is not None)
     if ckpt is not None:
         work = ckpt.input(work, init)
         handle_result = ckpt.wrap_handler(handle_result)
