@@ -100,7 +100,7 @@ def _encode(pickler_class, parts: list) -> tuple:
         start = buf.tell()
         pickler.dump(obj)
         sizes[name] = buf.tell() - start
-    return buf.getvalue(), sizes
+    return buf.getbuffer(), sizes  # a view, not a copy: stores can be big
 
 
 def write_file(path: str, header: dict, payload: bytes) -> None:

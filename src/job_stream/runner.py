@@ -60,6 +60,7 @@ def run(pipeline: Pipeline, work: Iterable, *,
     file if it exists and checkpoints to it (see :mod:`job_stream.checkpoint`).
     """
     compiled = pipeline.compile()
+    source = work  # what the progress line sizes its total on
     note_run(checkpoint is not None)
     ckpt = None
     if checkpoint is not None:
@@ -89,7 +90,7 @@ def run(pipeline: Pipeline, work: Iterable, *,
     results: Optional[list] = [] if handle_result is None else None
     if ckpt is not None and results is not None:
         results = ckpt.results()
-    progress = _Progress(work) if show_progress and _is_tty() else None
+    progress = _Progress(source) if show_progress and _is_tty() else None
     if ckpt is not None:
         ckpt.install_signals()
     try:
