@@ -535,3 +535,12 @@ def test_finish_results_exactly_once(run_script):
         assert 'FINISH' not in proc.stdout
     assert runs > 2
     assert proc.stdout.strip() == f'FINISH {list(range(1000, 1040))}'
+
+
+def test_checkpoint_info_refuses_foreign_file(tmp_path):
+    path = tmp_path / 'notes.txt'
+    path.write_text('not a checkpoint')
+    with pytest.raises(job_stream.checkpoint.CheckpointError,
+                       match='is not a job_stream checkpoint'):
+        job_stream.checkpointInfo(str(path))
+    assert path.read_text() == 'not a checkpoint'
