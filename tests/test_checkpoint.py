@@ -474,3 +474,73 @@ def test_journal_limits_redelivery(run_script, tmp_path):
     delivered = [int(x) for x in (tmp_path / 'delivered').read_text().split()]
     assert sorted(set(delivered)) == list(range(40))
     assert len(delivered) - 40 <= 1   # at most the handler that was running
+
+
+# -- the class API, and results kept for finish ----------------------------------
+CLASSES = '''
+import sys
+from job_stream import common
+
+class Crashy(common.Job):
+    def handleWork(self, work):
+        if work % 7 == 0:
+            self._forceCheckpoint(True)
+        self.emit(work * 2)
+
+class Total(common.Reducer):
+    def handleInit(self, store):
+        store.total = 0
+    def handleAdd(self, store, work):
+        store.total += work
+    def handleDone(self, store):
+        self.emit(store.total)
+
+common.work = list(range(50))
+common.run({'reducer': Total, 'jobs': [Crashy]}, processes=2, report=False,
+           checkpointFile='classes.chkpt', checkpointSyncInterval=0)
+'''
+
+
+def test_class_api_force_checkpoint(run_script, tmp_path):
+    for runs in range(1, 40):
+        proc = run_script(CLASSES, check=False)
+        if proc.returncode == 0:
+            break
+        assert 'was forced by a job' in proc.stderr, proc.stderr
+    assert runs > 2
+    assert proc.stdout.split() == [str(2 * sum(range(50)))]
+
+
+FINISH = '''
+from job_stream import inline
+from job_stream.inline import Work
+with Work(range(40), processes=2, report=False,
+          checkpointFile='finish.chkpt') as w:
+    @w.job
+    def plus(x):
+        return x + 1000
+    w.job(inline._ForceCheckpointJob)
+    @w.finish
+    def done(results):
+        print('FINISH', sorted(results))
+'''
+
+
+def test_finish_results_exactly_once(run_script):
+    for runs in range(1, 60):
+        proc = run_script(FINISH, check=False)
+        if proc.returncode == 0:
+            break
+        assert proc.returncode == 1, proc.stderr
+        assert 'FINISH' not in proc.stdout
+    assert runs > 2
+    assert proc.stdout.strip() == f'FINISH {list(range(1000, 1040))}'
+
+
+def test_checkpoint_info_refuses_foreign_file(tmp_path):
+    path = tmp_path / 'notes.txt'
+    path.write_text('not a checkpoint')
+    with pytest.raises(job_stream.checkpoint.CheckpointError,
+                       match='is not a job_stream checkpoint'):
+        job_stream.checkpointInfo(str(path))
+    assert path.read_text() == 'not a checkpoint'

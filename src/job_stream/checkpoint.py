@@ -100,7 +100,7 @@ def _encode(pickler_class, parts: list) -> tuple:
         start = buf.tell()
         pickler.dump(obj)
         sizes[name] = buf.tell() - start
-    return buf.getvalue(), sizes
+    return buf.getbuffer(), sizes  # a view, not a copy: stores can be big
 
 
 def write_file(path: str, header: dict, payload: bytes) -> None:
@@ -501,6 +501,9 @@ class Checkpointer:
         self.seq = 0
         self.skip: collections.Counter = collections.Counter()
         if self.parts is not None:
+            print(f'Resuming from the checkpoint taken '
+                  f'{time.ctime(self.header.get("taken", 0))}', file=sys.stderr,
+                  flush=True)
             self.seq = self.parts['input']['seq']
             self.skip = collections.Counter(self.parts['results']['skip'])
             self.skip.update(self.journal.read(self.seq))
@@ -646,13 +649,24 @@ class Checkpointer:
     # -- the end ---------------------------------------------------------------------
     def succeeded(self) -> None:
         """The run finished: write ``PATH.done``, remove ``PATH``."""
-        self._reap(block=True)
+        if self._writer is not None:
+            # A checkpoint still being written is moot now (and if it failed,
+            # the run finished anyway): wait for it, ignore its outcome.
+            self._writer.join()
+            self._writer, self._write_error = None, None
         self.journal.close()
-        with open(self.path + '.done', 'w') as f:
-            f.write(f'job_stream: the run that used the checkpoint file '
-                    f'{self.path} finished on {time.ctime()}.\nThis marker '
-                    f'stops the same command from running again by mistake; '
-                    f'delete it to start a new run.\n')
+        try:
+            with open(self.path + '.done', 'w') as f:
+                f.write(f'job_stream: the run that used the checkpoint file '
+                        f'{self.path} finished on {time.ctime()}.\nThis marker '
+                        f'stops the same command from running again by '
+                        f'mistake; delete it to start a new run.\n')
+        except OSError as e:
+            raise CheckpointError(
+                f'The run finished, but {self.path}.done could not be written '
+                f'({e.strerror or e}); the checkpoint {self.path} is kept, so '
+                f'running the same command again would resume and finish '
+                f'the run again from that checkpoint.') from e
         for p in (self.path, self.path + '.journal'):
             try:
                 os.unlink(p)

@@ -77,11 +77,12 @@ def run(pipeline: Pipeline, work: Iterable, *,
         from .records import Recorder, record_path
         recorder = Recorder(record_path(record))
     error: Optional[BaseException] = None
+    source = work  # what the progress line sizes its total on
+    note_run(checkpoint is not None)
     ckpt = None
     if checkpoint is not None:
         ckpt = Checkpointer(checkpoint, compiled, checkpoint_interval,
                             checkpoint_sync_interval)
-    note_run(ckpt is not None)
     if ckpt is not None:
         work = ckpt.input(work, init)
         handle_result = ckpt.wrap_handler(handle_result)
@@ -110,7 +111,7 @@ def run(pipeline: Pipeline, work: Iterable, *,
     results: Optional[list] = [] if handle_result is None else None
     if ckpt is not None and results is not None:
         results = ckpt.results()
-    progress = _Progress(work) if show_progress and _is_tty() else None
+    progress = _Progress(source) if show_progress and _is_tty() else None
     if ckpt is not None:
         ckpt.install_signals()
     try:
