@@ -379,6 +379,7 @@ with sweep({'a': [1, 2]}, trials=10, useMultiprocessing=False,
     assert proc.returncode == 0
     terminal = b''.join(chunks).decode(errors='replace')
     assert 'sweep:' in terminal and '/20' in terminal
+    assert 'running 0: ' in terminal          # per combination: done/estimated
     assert 'combinations' in terminal and 'trial/s' in terminal
     assert 'sweep: combination' not in terminal     # no plain lines
     assert b'x_err' in out

@@ -275,7 +275,7 @@ class _SweepWork(Work):
         self._first = first_batch(self._criterion, _inline.getCpuCount(),
                                   len(self._combos))
         if self._show_progress:
-            self._progress = _Progress(len(self._combos))
+            self._progress = _Progress(len(self._combos), self._first)
         try:
             rows = self._execute(keep_results=True)
         finally:
@@ -377,8 +377,9 @@ def _table(rows: list, params: list):
 class _Progress:
     """Trials done / estimated per combination, and overall, on stderr."""
 
-    def __init__(self, combinations: int):
+    def __init__(self, combinations: int, first: int):
         self.combinations = combinations
+        self.first = first
         self.done_combinations = 0
         self.states: dict = {}
         self.bar = None
@@ -412,17 +413,19 @@ class _Progress:
         done = sum(t.done for t in self.states.values())
         needed = sum(t.done if t.finished else max(t.needed(), t.started)
                      for t in self.states.values())
+        needed += (self.combinations - len(self.states)) * self.first
+        running = [f'{i}: {t.done}/{max(t.needed(), t.started)}'
+                   for i, t in sorted(self.states.items()) if not t.finished]
         if self.bar is not None:
             self.bar.total = max(needed, done)
             self.bar.n = done
-            self.bar.set_postfix_str(f'{self.done_combinations}/'
-                                     f'{self.combinations} combinations',
-                                     refresh=False)
+            more = ', ...' if len(running) > 3 else ''
+            self.bar.set_postfix_str(
+                f'{self.done_combinations}/{self.combinations} combinations; '
+                f'running {", ".join(running[:3])}{more}', refresh=False)
             self.bar.refresh()
             return
-        running = ', '.join(f'{i}: {t.done}/{max(t.needed(), t.started)}'
-                            for i, t in sorted(self.states.items())
-                            if not t.finished)
+        running = ', '.join(running)
         print(f'sweep: {done}/{needed} trials, {self.done_combinations}/'
               f'{self.combinations} combinations done; running (trials done/'
               f'estimated): {running}', file=sys.stderr, flush=True)
