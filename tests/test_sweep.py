@@ -383,3 +383,22 @@ with sweep({'a': [1, 2]}, trials=10, useMultiprocessing=False,
     assert 'combinations' in terminal and 'trial/s' in terminal
     assert 'sweep: combination' not in terminal     # no plain lines
     assert b'x_err' in out
+
+
+def test_job_subclass_first_stage(monkeypatch):
+    from job_stream.common import Job
+    cpus(monkeypatch, 2)
+
+    class Trial(Job):
+        def handleWork(self, work):
+            id, trial = work.args
+            self.emit((work.kwargs['a'], trial))
+
+    with sweep({'a': [2, 3]}, trials=2, **QUIET) as w:
+        w.job(Trial)
+
+        @w.job
+        def measure(work):
+            a, trial = work
+            return {'y': a * 10.0 + trial}
+    assert list(w.table['y']) == [20.5, 30.5]

@@ -250,10 +250,12 @@ class _SweepWork(Work):
     def job(self, func=None, **options):
         if func is None:
             return lambda f: self.job(f, **options)
-        if not self._seeded and not isinstance(func, type):
-            self._seeded = True
+        first, self._seeded = not self._seeded, True
+        if first and not isinstance(func, type):
             super().job(_SeededTrial(func, self._seed), **options)
             return func
+        # Later jobs, and a Job subclass (its handleWork gets Args(id, trial,
+        # **params)), run as declared: no per-trial seeding.
         return super().job(func, **options)
 
     def result(self, func):
