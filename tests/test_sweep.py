@@ -160,6 +160,8 @@ def test_list_variables_must_have_same_keys():
     (dict(variables=3), 'variables must be a dict'),
     (dict(variables={'a': 3}), r"variables\['a'\] must be a list"),
     (dict(variables={'id': [1]}), "'id' cannot be a parameter name"),
+    (dict(variables=[]), 'empty list: nothing to sweep'),
+    (dict(variables={'a': []}), r"variables\['a'\] is empty"),
     (dict(trials=2.0), 'trials must be an int'),
     (dict(trials=True), 'trials must be an int'),
     (dict(output=5), 'output must be a path'),
@@ -188,6 +190,7 @@ def test_bad_arguments(kwargs, message):
     (lambda t: {'x': 1.0} if t == 0 else {'y': 1.0}, "must return the same keys"),
     (lambda t: {'x': 'high'}, "'x' must be a number"),
     (lambda t: {'x': float('nan')}, "'x' is nan"),
+    (lambda t: {'x': 1.0, 'x_err': 2.0}, "'x' and 'x_err' clash"),
 ])
 def test_bad_results_fail_clearly(returned, message):
     with pytest.raises(ValueError, match=message):

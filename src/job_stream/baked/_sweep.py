@@ -88,6 +88,8 @@ def sweep(variables: Any = {}, trials: int = 0, output: Optional[str] = None,
                     f'All dicts in variables must have same keys; found '
                     f'{set(c)} against {set(combos[0])}')
             combos.append(dict(c))
+        if not combos:
+            raise ValueError('variables is an empty list: nothing to sweep')
     else:
         raise ValueError(f'variables must be a dict {{name: values}} or a list '
                          f'of dicts, not {type(variables).__name__}')
@@ -360,6 +362,11 @@ class _SweepWork(Work):
                                  f'{store.trial} of {store.params}): a mean '
                                  f'cannot be estimated from it')
             result[key] = value
+        for key in result:
+            if key.endswith(('_dev', '_err')) and key[:-4] in result:
+                raise ValueError(f'Result keys {key[:-4]!r} and {key!r} clash: '
+                                 f'the table names the deviation and error of '
+                                 f'{key[:-4]!r} so; rename {key!r}')
         return Args(store.trial, result)
 
 
