@@ -405,3 +405,30 @@ def test_job_subclass_first_stage(monkeypatch):
             a, trial = work
             return {'y': a * 10.0 + trial}
     assert list(w.table['y']) == [20.5, 30.5]
+
+
+def test_user_exception_stops_the_sweep(run_script):
+    proc = run_script('''
+        from job_stream.baked import sweep
+        with sweep({'a': [1, 2]}, trials=3, report=False) as w:
+            @w.job
+            def experiment(id, trial, a):
+                if a == 2 and trial == 1:
+                    raise ZeroDivisionError('bad luck in trial 1')
+                return {'x': 1.0}
+        print('not reached')
+    ''', check=False)
+    assert proc.returncode != 0
+    assert 'ZeroDivisionError: bad luck in trial 1' in proc.stderr
+    assert 'experiment' in proc.stderr
+    assert 'not reached' not in proc.stdout
+
+
+def test_bad_result_names_the_trial_frame():
+    with pytest.raises(ValueError) as info:
+        with sweep({'a': [1]}, trials=1, **QUIET) as w:
+            @w.job
+            def trial(id, trial, a):
+                return 5.0
+    assert 'sweep (frame of one trial)' in '\n'.join(info.value.__notes__)
+    assert 'trial 0 of' in str(info.value)

@@ -35,6 +35,9 @@ __all__ = ['sweep', 'trialRng', 'trialSeed']
 TRIALS_PARMS = ('E', 'eps', 'min', 'max')
 NOT_A_DICT = ("Result from sweep()'s pipeline must be a single dict (cannot "
               "emit Multiple either)")
+# Stage names in messages.
+COMBINATION_FRAME = 'sweep (frame of a parameter combination)'
+TRIAL_FRAME = 'sweep (frame of one trial)'
 # Seconds between two plain progress lines (stderr not a terminal).
 PLAIN_PROGRESS_SECONDS = 5.0
 
@@ -244,9 +247,10 @@ class _SweepWork(Work):
         self._first = criterion.min
         self._progress: Optional[_Progress] = None
         self._seeded = False
-        self.frame(self._combination_start, store=Object,
-                   emit=self._combination_emit)
-        self.frame(self._trial_start, store=Object, emit=self._trial_emit)
+        self.frame(_named(self._combination_start, COMBINATION_FRAME),
+                   store=Object, emit=self._combination_emit)
+        self.frame(_named(self._trial_start, TRIAL_FRAME), store=Object,
+                   emit=self._trial_emit)
 
     # -- what the user may declare ---------------------------------------
     def job(self, func=None, **options):
@@ -274,8 +278,8 @@ class _SweepWork(Work):
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             return
-        self.frameEnd(self._trial_end)
-        self.frameEnd(self._combination_end)
+        self.frameEnd(_named(self._trial_end, TRIAL_FRAME))
+        self.frameEnd(_named(self._combination_end, COMBINATION_FRAME))
         self._first = first_batch(self._criterion, _inline.getCpuCount(),
                                   len(self._combos))
         if self._show_progress:
@@ -368,6 +372,14 @@ class _SweepWork(Work):
                                  f'the table names the deviation and error of '
                                  f'{key[:-4]!r} so; rename {key!r}')
         return Args(store.trial, result)
+
+
+def _named(method: Callable, name: str) -> Callable:
+    """``method`` under a name fit for error messages."""
+    def call(*args, **kwargs):
+        return method(*args, **kwargs)
+    call.__qualname__ = call.__name__ = name
+    return call
 
 
 def _table(rows: list, params: list):
