@@ -49,6 +49,13 @@ def test_first_batch_trial_counts(monkeypatch, n_cpus, variables, trials,
     assert (table['v_err'] == 0).all() and (table['v_dev'] == 0).all()
 
 
+def test_numpy_integers_are_accepted(monkeypatch):
+    cpus(monkeypatch, 2)
+    assert list(constant_sweep(trials=np.int64(4))['trials']) == [4]
+    table = constant_sweep(trialsParms={'min': np.int32(5), 'E': np.float32(0.2)})
+    assert list(table['trials']) == [5]
+
+
 def test_min_raises_first_batch(monkeypatch):
     cpus(monkeypatch, 2)
     table = constant_sweep(trialsParms={'min': 6})

@@ -100,6 +100,8 @@ def sweep(variables: Any = {}, trials: int = 0, output: Optional[str] = None,
         if name in ('id', 'trial', 'trials'):
             raise ValueError(f'{name!r} cannot be a parameter name: sweep '
                              f'uses it (the job is called f(id, trial, **params))')
+    if isinstance(trials, numbers.Integral) and not isinstance(trials, bool):
+        trials = int(trials)
     if isinstance(trials, bool) or not isinstance(trials, int):
         raise ValueError(f'trials must be an int (> 0: exactly that many, 0: '
                          f'automatic, < 0: automatic with at most -trials); '
@@ -110,9 +112,11 @@ def sweep(variables: Any = {}, trials: int = 0, output: Optional[str] = None,
         raise ValueError(f'plot must be a path (a string), not {plot!r}')
     if not isinstance(showProgress, bool):
         raise ValueError(f'showProgress must be True or False, not {showProgress!r}')
-    if not (isinstance(confidence, float) and 0 < confidence < 1):
+    if (isinstance(confidence, bool) or not isinstance(confidence, numbers.Real)
+            or not 0 < confidence < 1):
         raise ValueError(f'confidence must be a float between 0 and 1 '
                          f'(e.g. 0.95), not {confidence!r}')
+    confidence = float(confidence)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
                              or seed < 0):
         raise ValueError(f'seed must be a non-negative int, not {seed!r}')
@@ -152,8 +156,10 @@ def _criterion(trials: int, parms: dict, confidence: float) -> Criterion:
                              f'not {v!r}')
     for key in ('min', 'max'):
         v = parms.get(key, 1)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
             raise ValueError(f'trialsParms {key!r} must be an int >= 1, not {v!r}')
+    parms = {k: int(v) if k in ('min', 'max') else float(v)
+             for k, v in parms.items()}
     E, eps = parms.get('E', 0.1), parms.get('eps', 1e-2)
     if E == 0 and eps == 0:
         raise ValueError("trialsParms 'E' and 'eps' cannot both be 0: the "
