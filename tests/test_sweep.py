@@ -231,6 +231,21 @@ def test_multi_stage_pipeline_and_csv_plot(tmp_path, monkeypatch):
     assert (abs(w.table['y'] - w.table['a'] * (w.table['b'] + 1)) < 0.3).all()
     data = png.read_bytes()
     assert data[:8] == b'\x89PNG\r\n\x1a\n' and len(data) > 20000
+    # what is drawn: one panel per (value, parameter), a line per
+    # combination of the other parameters, error bars of y_err
+    from job_stream.baked.plot import plot_table
+    fig = plot_table(w.table, ['a', 'b'], str(tmp_path / 'again.png'))
+    axes = fig.get_axes()
+    assert [(ax.get_ylabel(), ax.get_xlabel()) for ax in axes] == [
+        ('y', 'a'), ('y', 'b')]
+    assert [len(ax.containers) for ax in axes] == [2, 3]
+    line = axes[0].containers[0]           # b=0, against a
+    _, (lower, upper), _ = line.lines[0], line.lines[1], line.lines[2]
+    t = w.table[w.table['b'] == 0].sort_values('a')
+    assert list(line.lines[0].get_ydata()) == list(t['y'])
+    assert list(upper.get_ydata()) == pytest.approx(list(t['y'] + t['y_err']))
+    assert [lab.get_text() for lab in axes[0].get_legend().get_texts()] == [
+        'b=0', 'b=1']
 
 
 def test_confidence_widens_interval(monkeypatch):

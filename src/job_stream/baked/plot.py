@@ -21,8 +21,9 @@ def _is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def plot_table(table, params: list, path: str, confidence: float = 0.95) -> None:
-    """Write the figure of ``table`` (see :func:`job_stream.baked.sweep`) to ``path``."""
+def plot_table(table, params: list, path: str, confidence: float = 0.95):
+    """Write the figure of ``table`` (see :func:`job_stream.baked.sweep`) to
+    ``path``; return the matplotlib ``Figure``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -72,3 +73,4 @@ def plot_table(table, params: list, path: str, confidence: float = 0.95) -> None
     fig.suptitle(f'sweep: mean ± half-width of its {confidence:.0%} '
                  f'confidence interval', fontsize='medium')
     fig.savefig(path, dpi=100)
+    return fig
