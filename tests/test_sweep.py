@@ -49,6 +49,13 @@ def test_first_batch_trial_counts(monkeypatch, n_cpus, variables, trials,
     assert (table['v_err'] == 0).all() and (table['v_dev'] == 0).all()
 
 
+def test_numpy_integers_are_accepted(monkeypatch):
+    cpus(monkeypatch, 2)
+    assert list(constant_sweep(trials=np.int64(4))['trials']) == [4]
+    table = constant_sweep(trialsParms={'min': np.int32(5), 'E': np.float32(0.2)})
+    assert list(table['trials']) == [5]
+
+
 def test_min_raises_first_batch(monkeypatch):
     cpus(monkeypatch, 2)
     table = constant_sweep(trialsParms={'min': 6})
@@ -160,6 +167,8 @@ def test_list_variables_must_have_same_keys():
     (dict(variables=3), 'variables must be a dict'),
     (dict(variables={'a': 3}), r"variables\['a'\] must be a list"),
     (dict(variables={'id': [1]}), "'id' cannot be a parameter name"),
+    (dict(variables=[]), 'empty list: nothing to sweep'),
+    (dict(variables={'a': []}), r"variables\['a'\] is empty"),
     (dict(trials=2.0), 'trials must be an int'),
     (dict(trials=True), 'trials must be an int'),
     (dict(output=5), 'output must be a path'),
@@ -188,6 +197,7 @@ def test_bad_arguments(kwargs, message):
     (lambda t: {'x': 1.0} if t == 0 else {'y': 1.0}, "must return the same keys"),
     (lambda t: {'x': 'high'}, "'x' must be a number"),
     (lambda t: {'x': float('nan')}, "'x' is nan"),
+    (lambda t: {'x': 1.0, 'x_err': 2.0}, "'x' and 'x_err' clash"),
 ])
 def test_bad_results_fail_clearly(returned, message):
     with pytest.raises(ValueError, match=message):
@@ -221,6 +231,21 @@ def test_multi_stage_pipeline_and_csv_plot(tmp_path, monkeypatch):
     assert (abs(w.table['y'] - w.table['a'] * (w.table['b'] + 1)) < 0.3).all()
     data = png.read_bytes()
     assert data[:8] == b'\x89PNG\r\n\x1a\n' and len(data) > 20000
+    # what is drawn: one panel per (value, parameter), a line per
+    # combination of the other parameters, error bars of y_err
+    from job_stream.baked.plot import plot_table
+    fig = plot_table(w.table, ['a', 'b'], str(tmp_path / 'again.png'))
+    axes = fig.get_axes()
+    assert [(ax.get_ylabel(), ax.get_xlabel()) for ax in axes] == [
+        ('y', 'a'), ('y', 'b')]
+    assert [len(ax.containers) for ax in axes] == [2, 3]
+    line = axes[0].containers[0]           # b=0, against a
+    _, (lower, upper), _ = line.lines[0], line.lines[1], line.lines[2]
+    t = w.table[w.table['b'] == 0].sort_values('a')
+    assert list(line.lines[0].get_ydata()) == list(t['y'])
+    assert list(upper.get_ydata()) == pytest.approx(list(t['y'] + t['y_err']))
+    assert [lab.get_text() for lab in axes[0].get_legend().get_texts()] == [
+        'b=0', 'b=1']
 
 
 def test_confidence_widens_interval(monkeypatch):
@@ -379,6 +404,53 @@ with sweep({'a': [1, 2]}, trials=10, useMultiprocessing=False,
     assert proc.returncode == 0
     terminal = b''.join(chunks).decode(errors='replace')
     assert 'sweep:' in terminal and '/20' in terminal
+    assert 'running 0: ' in terminal          # per combination: done/estimated
     assert 'combinations' in terminal and 'trial/s' in terminal
     assert 'sweep: combination' not in terminal     # no plain lines
     assert b'x_err' in out
+
+
+def test_job_subclass_first_stage(monkeypatch):
+    from job_stream.common import Job
+    cpus(monkeypatch, 2)
+
+    class Trial(Job):
+        def handleWork(self, work):
+            id, trial = work.args
+            self.emit((work.kwargs['a'], trial))
+
+    with sweep({'a': [2, 3]}, trials=2, **QUIET) as w:
+        w.job(Trial)
+
+        @w.job
+        def measure(work):
+            a, trial = work
+            return {'y': a * 10.0 + trial}
+    assert list(w.table['y']) == [20.5, 30.5]
+
+
+def test_user_exception_stops_the_sweep(run_script):
+    proc = run_script('''
+        from job_stream.baked import sweep
+        with sweep({'a': [1, 2]}, trials=3, report=False) as w:
+            @w.job
+            def experiment(id, trial, a):
+                if a == 2 and trial == 1:
+                    raise ZeroDivisionError('bad luck in trial 1')
+                return {'x': 1.0}
+        print('not reached')
+    ''', check=False)
+    assert proc.returncode != 0
+    assert 'ZeroDivisionError: bad luck in trial 1' in proc.stderr
+    assert 'experiment' in proc.stderr
+    assert 'not reached' not in proc.stdout
+
+
+def test_bad_result_names_the_trial_frame():
+    with pytest.raises(ValueError) as info:
+        with sweep({'a': [1]}, trials=1, **QUIET) as w:
+            @w.job
+            def trial(id, trial, a):
+                return 5.0
+    assert 'sweep (frame of one trial)' in '\n'.join(info.value.__notes__)
+    assert 'trial 0 of' in str(info.value)

@@ -35,6 +35,9 @@ __all__ = ['sweep', 'trialRng', 'trialSeed']
 TRIALS_PARMS = ('E', 'eps', 'min', 'max')
 NOT_A_DICT = ("Result from sweep()'s pipeline must be a single dict (cannot "
               "emit Multiple either)")
+# Stage names in messages.
+COMBINATION_FRAME = 'sweep (frame of a parameter combination)'
+TRIAL_FRAME = 'sweep (frame of one trial)'
 # Seconds between two plain progress lines (stderr not a terminal).
 PLAIN_PROGRESS_SECONDS = 5.0
 
@@ -88,6 +91,8 @@ def sweep(variables: Any = {}, trials: int = 0, output: Optional[str] = None,
                     f'All dicts in variables must have same keys; found '
                     f'{set(c)} against {set(combos[0])}')
             combos.append(dict(c))
+        if not combos:
+            raise ValueError('variables is an empty list: nothing to sweep')
     else:
         raise ValueError(f'variables must be a dict {{name: values}} or a list '
                          f'of dicts, not {type(variables).__name__}')
@@ -95,6 +100,8 @@ def sweep(variables: Any = {}, trials: int = 0, output: Optional[str] = None,
         if name in ('id', 'trial', 'trials'):
             raise ValueError(f'{name!r} cannot be a parameter name: sweep '
                              f'uses it (the job is called f(id, trial, **params))')
+    if isinstance(trials, numbers.Integral) and not isinstance(trials, bool):
+        trials = int(trials)
     if isinstance(trials, bool) or not isinstance(trials, int):
         raise ValueError(f'trials must be an int (> 0: exactly that many, 0: '
                          f'automatic, < 0: automatic with at most -trials); '
@@ -105,9 +112,11 @@ def sweep(variables: Any = {}, trials: int = 0, output: Optional[str] = None,
         raise ValueError(f'plot must be a path (a string), not {plot!r}')
     if not isinstance(showProgress, bool):
         raise ValueError(f'showProgress must be True or False, not {showProgress!r}')
-    if not (isinstance(confidence, float) and 0 < confidence < 1):
+    if (isinstance(confidence, bool) or not isinstance(confidence, numbers.Real)
+            or not 0 < confidence < 1):
         raise ValueError(f'confidence must be a float between 0 and 1 '
                          f'(e.g. 0.95), not {confidence!r}')
+    confidence = float(confidence)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
                              or seed < 0):
         raise ValueError(f'seed must be a non-negative int, not {seed!r}')
@@ -147,8 +156,10 @@ def _criterion(trials: int, parms: dict, confidence: float) -> Criterion:
                              f'not {v!r}')
     for key in ('min', 'max'):
         v = parms.get(key, 1)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
             raise ValueError(f'trialsParms {key!r} must be an int >= 1, not {v!r}')
+    parms = {k: int(v) if k in ('min', 'max') else float(v)
+             for k, v in parms.items()}
     E, eps = parms.get('E', 0.1), parms.get('eps', 1e-2)
     if E == 0 and eps == 0:
         raise ValueError("trialsParms 'E' and 'eps' cannot both be 0: the "
@@ -242,18 +253,21 @@ class _SweepWork(Work):
         self._first = criterion.min
         self._progress: Optional[_Progress] = None
         self._seeded = False
-        self.frame(self._combination_start, store=Object,
-                   emit=self._combination_emit)
-        self.frame(self._trial_start, store=Object, emit=self._trial_emit)
+        self.frame(_named(self._combination_start, COMBINATION_FRAME),
+                   store=Object, emit=self._combination_emit)
+        self.frame(_named(self._trial_start, TRIAL_FRAME), store=Object,
+                   emit=self._trial_emit)
 
     # -- what the user may declare ---------------------------------------
     def job(self, func=None, **options):
         if func is None:
             return lambda f: self.job(f, **options)
-        if not self._seeded and not isinstance(func, type):
-            self._seeded = True
+        first, self._seeded = not self._seeded, True
+        if first and not isinstance(func, type):
             super().job(_SeededTrial(func, self._seed), **options)
             return func
+        # Later jobs, and a Job subclass (its handleWork gets Args(id, trial,
+        # **params)), run as declared: no per-trial seeding.
         return super().job(func, **options)
 
     def result(self, func):
@@ -270,12 +284,12 @@ class _SweepWork(Work):
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             return
-        self.frameEnd(self._trial_end)
-        self.frameEnd(self._combination_end)
+        self.frameEnd(_named(self._trial_end, TRIAL_FRAME))
+        self.frameEnd(_named(self._combination_end, COMBINATION_FRAME))
         self._first = first_batch(self._criterion, _inline.getCpuCount(),
                                   len(self._combos))
         if self._show_progress:
-            self._progress = _Progress(len(self._combos))
+            self._progress = _Progress(len(self._combos), self._first)
         try:
             rows = self._execute(keep_results=True)
         finally:
@@ -358,7 +372,20 @@ class _SweepWork(Work):
                                  f'{store.trial} of {store.params}): a mean '
                                  f'cannot be estimated from it')
             result[key] = value
+        for key in result:
+            if key.endswith(('_dev', '_err')) and key[:-4] in result:
+                raise ValueError(f'Result keys {key[:-4]!r} and {key!r} clash: '
+                                 f'the table names the deviation and error of '
+                                 f'{key[:-4]!r} so; rename {key!r}')
         return Args(store.trial, result)
+
+
+def _named(method: Callable, name: str) -> Callable:
+    """``method`` under a name fit for error messages."""
+    def call(*args, **kwargs):
+        return method(*args, **kwargs)
+    call.__qualname__ = call.__name__ = name
+    return call
 
 
 def _table(rows: list, params: list):
@@ -377,8 +404,9 @@ def _table(rows: list, params: list):
 class _Progress:
     """Trials done / estimated per combination, and overall, on stderr."""
 
-    def __init__(self, combinations: int):
+    def __init__(self, combinations: int, first: int):
         self.combinations = combinations
+        self.first = first
         self.done_combinations = 0
         self.states: dict = {}
         self.bar = None
@@ -412,17 +440,19 @@ class _Progress:
         done = sum(t.done for t in self.states.values())
         needed = sum(t.done if t.finished else max(t.needed(), t.started)
                      for t in self.states.values())
+        needed += (self.combinations - len(self.states)) * self.first
+        running = [f'{i}: {t.done}/{max(t.needed(), t.started)}'
+                   for i, t in sorted(self.states.items()) if not t.finished]
         if self.bar is not None:
             self.bar.total = max(needed, done)
             self.bar.n = done
-            self.bar.set_postfix_str(f'{self.done_combinations}/'
-                                     f'{self.combinations} combinations',
-                                     refresh=False)
+            more = ', ...' if len(running) > 3 else ''
+            self.bar.set_postfix_str(
+                f'{self.done_combinations}/{self.combinations} combinations; '
+                f'running {", ".join(running[:3])}{more}', refresh=False)
             self.bar.refresh()
             return
-        running = ', '.join(f'{i}: {t.done}/{max(t.needed(), t.started)}'
-                            for i, t in sorted(self.states.items())
-                            if not t.finished)
+        running = ', '.join(running)
         print(f'sweep: {done}/{needed} trials, {self.done_combinations}/'
               f'{self.combinations} combinations done; running (trials done/'
               f'estimated): {running}', file=sys.stderr, flush=True)

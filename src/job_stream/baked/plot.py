@@ -21,8 +21,9 @@ def _is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def plot_table(table, params: list, path: str, confidence: float = 0.95) -> None:
-    """Write the figure of ``table`` (see :func:`job_stream.baked.sweep`) to ``path``."""
+def plot_table(table, params: list, path: str, confidence: float = 0.95):
+    """Write the figure of ``table`` (see :func:`job_stream.baked.sweep`) to
+    ``path``; return the matplotlib ``Figure``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -37,21 +38,33 @@ def plot_table(table, params: list, path: str, confidence: float = 0.95) -> None
     for (i, value), (j, x) in itertools.product(enumerate(values), enumerate(xs)):
         ax = axes[i][j]
         others = [p for p in params if p != x]
-        groups = (table.groupby(others, sort=True) if others
-                  else [((), table)])
-        for key, group in groups:
+        groups = list(table.groupby(others, sort=True) if others
+                      else [((), table)])
+        column = list(table[x]) if x is not None else ['all']
+        if all(_is_number(v) for v in column):
+            position, ticks = float, None
+            span = (max(column) - min(column)) or 1.0
+            step = 0.012 * span
+        else:   # categories, in a stable order, at 0, 1, 2...
+            ticks = sorted(set(column), key=_sort_key)
+            index = {c: n for n, c in enumerate(ticks)}
+            position, step = index.__getitem__, 0.012 * max(1, len(ticks) - 1)
+        for g, (key, group) in enumerate(groups):
+            # dodge the lines sideways so equal means do not hide each other
+            shift = (g - (len(groups) - 1) / 2) * step
             if x is None:
-                xv, order = ['all'], group.index
+                order, xv = list(group.index), [shift]
             else:
-                order = sorted(group.index, key=lambda k: _sort_key(group.at[k, x]))
-                xv = [group.at[k, x] for k in order]
-                if not all(_is_number(v) for v in xv):
-                    xv = [str(v) for v in xv]
+                order = sorted(group.index,
+                               key=lambda k: _sort_key(group.at[k, x]))
+                xv = [position(group.at[k, x]) + shift for k in order]
             key = key if isinstance(key, tuple) else (key,)
             label = ', '.join(f'{p}={k}' for p, k in zip(others, key)) or None
             ax.errorbar(xv, [group.at[k, value] for k in order],
                         yerr=[group.at[k, value + '_err'] for k in order],
                         marker='o', capsize=3, label=label)
+        if ticks is not None:
+            ax.set_xticks(range(len(ticks)), [str(t) for t in ticks])
         ax.set_xlabel(x if x is not None else '')
         ax.set_ylabel(value)
         ax.grid(alpha=0.3)
@@ -60,3 +73,4 @@ def plot_table(table, params: list, path: str, confidence: float = 0.95) -> None
     fig.suptitle(f'sweep: mean ± half-width of its {confidence:.0%} '
                  f'confidence interval', fontsize='medium')
     fig.savefig(path, dpi=100)
+    return fig
