@@ -1,0 +1,114 @@
+"""The code key alone: which edits of a module change it and which do not.
+
+One script imports successive versions of the same module (same name, same
+file) and prints whether each version's key equals the first one's.
+"""
+import json
+
+BASE = '''
+import math
+LIMIT = 10
+
+def helper(x):
+    return min(x, LIMIT)
+
+def job(x, scale=2):
+    """Doc."""
+    f = lambda y: y + 1
+    return f(helper(x)) * scale + math.floor(x)
+
+def make(k):
+    def inner(x):
+        return x * k
+    return inner
+
+closure = make(3)
+
+def ping(n):          # mutual recursion must not loop forever
+    return pong(n - 1) if n else 0
+
+def pong(n):
+    return ping(n - 1) if n else 1
+
+class Model:
+    RATE = 0.5
+    def handleWork(self, work):
+        return self.step(work)
+    def step(self, work):
+        return work * self.RATE
+'''
+
+CASES = {
+    # name: (old text, new text, target, should the key change?)
+    'comment': ('return min(x, LIMIT)', 'return min(x, LIMIT)  # clamp', 'job', False),
+    'moved': ('import math\n', 'import math\n\n\n\n# a block of comments\n\n', 'job', False),
+    'docstring': ('"""Doc."""', '"""A longer doc.\n\n    More.\n    """', 'job', False),
+    'no docstring': ('    """Doc."""\n', '', 'job', False),
+    'unrelated function': ('return ping(n - 1) if n else 1', 'return 2', 'job', False),
+    'body': ('* scale +', '* scale -', 'job', True),
+    'lambda body': ('y + 1', 'y + 2', 'job', True),
+    'default': ('scale=2', 'scale=3', 'job', True),
+    'helper body': ('min(x, LIMIT)', 'max(x, LIMIT)', 'job', True),
+    'helper constant': ('LIMIT = 10', 'LIMIT = 11', 'job', True),
+    'closure value': ('make(3)', 'make(4)', 'closure', True),
+    'recursive': ('return pong(n - 1) if n else 0', 'return pong(n - 2) if n else 0',
+                  'pong', True),
+    'class method': ('return work * self.RATE', 'return work / self.RATE', 'Model', True),
+    'class constant': ('RATE = 0.5', 'RATE = 0.25', 'Model', True),
+    'class comment': ('    RATE = 0.5', '    # the rate\n    RATE = 0.5', 'Model', False),
+}
+
+SCRIPT = '''
+import importlib, json, sys
+sys.dont_write_bytecode = True
+sys.path.insert(0, '.')
+from job_stream.cache import fingerprint
+cases = json.load(open('cases.json'))
+base = open('base.txt').read()
+
+def key(src, target):
+    open('usermod.py', 'w').write(src)
+    sys.modules.pop('usermod', None)
+    importlib.invalidate_caches()
+    mod = importlib.import_module('usermod')
+    return fingerprint(getattr(mod, target))[0]
+
+out = {}
+for name, (old, new, target, _) in cases.items():
+    assert old in base, name
+    out[name] = key(base, target) != key(base.replace(old, new), target)
+print(json.dumps(out))
+'''
+
+
+def test_which_edits_change_the_key(run_script, tmp_path):
+    (tmp_path / 'cases.json').write_text(json.dumps(CASES))
+    (tmp_path / 'base.txt').write_text(BASE)
+    changed = json.loads(run_script(SCRIPT).stdout)
+    expected = {name: case[3] for name, case in CASES.items()}
+    assert changed == expected
+
+
+def test_python_version_and_depends_values(run_script, tmp_path):
+    (tmp_path / 'data').mkdir()
+    (tmp_path / 'data' / 'a.csv').write_text('1,2\n')
+    out = run_script('''
+        import pathlib, sys
+        from job_stream.cache import fingerprint
+        def job(x):
+            return x
+        k0, comps = fingerprint(job)
+        assert ('python', 'version', sys.version.split()[0]) in comps
+        k1, comps = fingerprint(job, [pathlib.Path('data')])
+        pathlib.Path('data/a.csv').write_text('1,3\\n')
+        k2, _ = fingerprint(job, [pathlib.Path('data')])
+        k3, _ = fingerprint(job, [{'alpha': 1}])
+        k4, _ = fingerprint(job, [{'alpha': 2}])
+        print(len({k0, k1, k2, k3, k4}), [c[0] for c in comps])
+        try:
+            fingerprint(job, [pathlib.Path('missing.csv')])
+        except FileNotFoundError as e:
+            print('refused:', e)
+    ''').stdout
+    assert out.startswith("5 ['python', 'code', 'file']")
+    assert "refused: depends= names 'missing.csv', which does not exist" in out
