@@ -30,12 +30,33 @@ def ping(n):          # mutual recursion must not loop forever
 def pong(n):
     return ping(n - 1) if n else 1
 
+import functools
+
+def deco(f):
+    @functools.wraps(f)
+    def wrapper(x):
+        return f(x) + 1
+    return wrapper
+
+@deco
+def decorated(x):
+    return x * 2
+
+def power(x, n):
+    return x ** n
+
+squared = functools.partial(power, n=2)
+
 class Model:
     RATE = 0.5
     def handleWork(self, work):
         return self.step(work)
     def step(self, work):
         return work * self.RATE
+
+model = Model()
+model.state = 1
+bound = model.step
 '''
 
 CASES = {
@@ -55,6 +76,12 @@ CASES = {
                   'pong', True),
     'class method': ('return work * self.RATE', 'return work / self.RATE', 'Model', True),
     'class constant': ('RATE = 0.5', 'RATE = 0.25', 'Model', True),
+    'decorated function': ('return x * 2', 'return x * 3', 'decorated', True),
+    'decorator': ('return f(x) + 1', 'return f(x) + 2', 'decorated', True),
+    'partial arguments': ('n=2)', 'n=3)', 'squared', True),
+    'partial function': ('return x ** n', 'return n ** x', 'squared', True),
+    'bound method class': ('RATE = 0.5', 'RATE = 0.25', 'bound', True),
+    'bound method object': ('model.state = 1', 'model.state = 2', 'bound', True),
     'class comment': ('    RATE = 0.5', '    # the rate\n    RATE = 0.5', 'Model', False),
 }
 

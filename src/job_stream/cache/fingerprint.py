@@ -28,6 +28,7 @@ the internals of objects that cannot be hashed.  Name them in ``depends=``.
 from __future__ import annotations
 
 import dis
+import functools
 import hashlib
 import importlib.metadata
 import inspect
@@ -152,7 +153,14 @@ class _Walker:
     def root(self, func: Any) -> None:
         if isinstance(func, type):
             self._class(func, force=True)
-        elif inspect.isfunction(func) or inspect.ismethod(func):
+        elif isinstance(func, functools.partial):
+            self._partial('partial', func, force=True)
+        elif inspect.ismethod(func):  # a bound method: its code and its object
+            self._function(func, force=True)
+            self._class(type(func.__self__))
+            self.components.append(('value', _qualname(func) + ' (bound to)',
+                                    _value_digest(func.__self__)))
+        elif inspect.isfunction(func):
             self._function(func, force=True)
         elif callable(func):  # an instance with __call__: its class and state
             self._class(type(func), force=True)
@@ -181,6 +189,8 @@ class _Walker:
             return  # user modules: handled by attribute names in _code
         if inspect.isfunction(value) or inspect.ismethod(value):
             self._function(value)
+        elif isinstance(value, functools.partial):
+            self._partial(name, value)
         elif isinstance(value, type):
             self._class(value)
         elif isinstance(value, (types.BuiltinFunctionType, types.BuiltinMethodType)):
@@ -195,10 +205,20 @@ class _Walker:
                 self.components.append(('library', mod.partition('.')[0], version))
             self.components.append(('value', name, _value_digest(value)))
 
+    def _partial(self, name: str, p: functools.partial, force: bool = False) -> None:
+        if force:
+            self.root(p.func)
+        else:
+            self._object(name + '.func', p.func)
+        self.components.append(('value', name + ' arguments',
+                                _value_digest((p.args, p.keywords))))
+
     def _function(self, func: Any, force: bool = False) -> None:
         if inspect.ismethod(func):
             func = func.__func__
-        func = inspect.unwrap(func)
+        wrapped = getattr(func, '__wrapped__', None)
+        if wrapped is not None and callable(wrapped):  # a decorator's wrapper:
+            self._object(_qualname(func) + '.__wrapped__', wrapped)  # both count
         if id(func) in self._seen:
             return
         self._seen.add(id(func))
