@@ -367,6 +367,14 @@ def test_cli_show_explain_clear(run_script, tmp_path):
     assert '+ value helpers.FACTOR' in explain
     assert 'stage1' not in explain
 
+    # stage3 has two code keys now (FACTOR 2 and 7); keep the latest only.
+    assert len(os.listdir(tmp_path / 'cache' / 'stage3')) == 2
+    out = run_script(cli, 'clear', 'cache', '--old-keys', name='cli.py').stdout
+    assert 'deleted 1 old code key' in out
+    assert len(os.listdir(tmp_path / 'cache' / 'stage3')) == 1
+    run_script(code)
+    assert calls(tmp_path) == {}
+
     run_script(cli, 'clear', 'cache', 'stage2', name='cli.py')
     assert sorted(os.listdir(tmp_path / 'cache')) == ['stage1', 'stage3']
     run_script(code)
