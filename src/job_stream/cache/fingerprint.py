@@ -113,7 +113,10 @@ def _origin(module_name: str) -> Tuple[str, str]:
     top = module_name.partition('.')[0]
     if module_name == '__main__':
         return 'user', ''
-    if top in ('job_stream', 'builtins') or top in sys.builtin_module_names:
+    if top == 'job_stream':  # this library, wherever it is installed
+        from .. import __version__
+        return 'library', f'job_stream {__version__}'
+    if top == 'builtins' or top in sys.builtin_module_names:
         return 'python', ''
     module = sys.modules.get(module_name) or sys.modules.get(top)
     path = getattr(module, '__file__', None)
