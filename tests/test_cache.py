@@ -150,7 +150,8 @@ def log(x):
     with open('calls.log', 'a') as f:
         f.write(f'job {x}\\n')
 
-with Work([1, 2, 3], cache='cache', showProgress=False, report=False) as w:
+with Work([1, 2, 3], cache='cache', showProgress=False, report=False,
+          useMultiprocessing=False) as w:
     @w.job(depends=[pathlib.Path('data.txt'), Model.predict])
     def job(x):
         log(x)
@@ -328,7 +329,8 @@ def test_cache_false_and_per_job_folder(run_script, tmp_path):
         def log(s):
             with open('calls.log', 'a') as f:
                 f.write(s + '\\n')
-        with Work([1, 2], showProgress=False, report=False) as w:
+        with Work([1, 2], showProgress=False, report=False,
+                  useMultiprocessing=False) as w:
             @w.job(cache='mine')
             def a(x):
                 log('a')
