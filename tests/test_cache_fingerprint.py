@@ -47,6 +47,11 @@ def power(x, n):
 
 squared = functools.partial(power, n=2)
 
+import usersub
+
+def via_submodule(x):
+    return usersub.tools.twice(x)
+
 class Model:
     RATE = 0.5
     def handleWork(self, work):
@@ -57,6 +62,9 @@ class Model:
 model = Model()
 model.state = 1
 bound = model.step
+
+def uses_instance(x):
+    return model.step(x)
 '''
 
 CASES = {
@@ -82,11 +90,14 @@ CASES = {
     'partial function': ('return x ** n', 'return n ** x', 'squared', True),
     'bound method class': ('RATE = 0.5', 'RATE = 0.25', 'bound', True),
     'bound method object': ('model.state = 1', 'model.state = 2', 'bound', True),
+    'submodule helper': (None, 'return 3 * x', 'via_submodule', True),
+    'global instance class': ('return work * self.RATE', 'return work + self.RATE',
+                              'uses_instance', True),
     'class comment': ('    RATE = 0.5', '    # the rate\n    RATE = 0.5', 'Model', False),
 }
 
 SCRIPT = '''
-import importlib, json, sys
+import importlib, json, os, sys
 sys.dont_write_bytecode = True
 sys.path.insert(0, '.')
 from job_stream.cache import fingerprint
@@ -100,8 +111,21 @@ def key(src, target):
     mod = importlib.import_module('usermod')
     return fingerprint(getattr(mod, target))[0]
 
+def set_tools(body):
+    os.makedirs('usersub', exist_ok=True)
+    open('usersub/__init__.py', 'w').write('from . import tools\\n')
+    open('usersub/tools.py', 'w').write(f'def twice(x):\\n    {body}\\n')
+    for m in ('usersub', 'usersub.tools'):
+        sys.modules.pop(m, None)
+
 out = {}
 for name, (old, new, target, _) in cases.items():
+    set_tools('return 2 * x')
+    if old is None:  # an edit of usersub/tools.py
+        before = key(base, target)
+        set_tools(new)
+        out[name] = before != key(base, target)
+        continue
     assert old in base, name
     out[name] = key(base, target) != key(base.replace(old, new), target)
 print(json.dumps(out))

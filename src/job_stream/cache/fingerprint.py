@@ -206,6 +206,8 @@ class _Walker:
             kind, version = _origin(mod)
             if kind == 'library' and not isinstance(value, _PLAIN):
                 self.components.append(('library', mod.partition('.')[0], version))
+            elif kind == 'user':  # an instance of the user's class: its code too
+                self._class(type(value))
             self.components.append(('value', name, _value_digest(value)))
 
     def _partial(self, name: str, p: functools.partial, force: bool = False) -> None:
@@ -254,12 +256,26 @@ class _Walker:
                 continue
             value = namespace[name]
             if isinstance(value, types.ModuleType) and _origin(value.__name__)[0] == 'user':
-                # Attributes read from one of the user's modules.
-                for attr in sorted(names):
-                    if attr in vars(value):
-                        self._object(f'{value.__name__}.{attr}', vars(value)[attr])
+                self._user_module(value, names)
                 continue
             self._object(f'{module}.{name}', value)
+
+    def _user_module(self, module: types.ModuleType, names: set) -> None:
+        """The attributes ``names`` read from one of the user's modules
+        (``helpers.scale``), and from its submodules (``pkg.sub.scale``)."""
+        if (id(module), id(names)) in self._seen:
+            return
+        self._seen.add((id(module), id(names)))
+        namespace = vars(module)
+        for attr in sorted(names):
+            if attr not in namespace:
+                continue
+            value = namespace[attr]
+            if isinstance(value, types.ModuleType) and \
+                    _origin(value.__name__)[0] == 'user':
+                self._user_module(value, names)
+            else:
+                self._object(f'{module.__name__}.{attr}', value)
 
     def _class(self, cls: type, force: bool = False) -> None:
         if id(cls) in self._seen:
