@@ -48,7 +48,7 @@ RUN_OPTIONS = {
     'report': 'end-of-run statistics on stderr (default True)',
     'cache': 'folder caching the results of every job (see docs/caching.md)',
     'record': 'JSON-lines file a record of the run is appended to '
-              '(default: $JOBS_RECORD)',
+              '(default: $JOBS_RECORD; False: no record)',
 }
 JOB_OPTIONS = ('useMultiprocessing', 'timeout', 'cache', 'depends')
 

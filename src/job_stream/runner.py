@@ -50,13 +50,14 @@ def run(pipeline: Pipeline, work: Iterable, *,
         record: Optional[str] = None) -> Optional[list]:
     """Run ``pipeline`` over ``work``; return the results, or None if
     ``handle_result`` received them one by one.  ``record``: a JSON-lines
-    file to append this run's record to (default ``$JOBS_RECORD``)."""
+    file to append this run's record to (default ``$JOBS_RECORD``; False:
+    none)."""
     compiled = pipeline.compile()
     if any(job.options.get('cache') for c in compiled.chains for job in c.jobs):
         from .cache import prepare  # code keys, before the code leaves
         prepare(compiled)
     recorder = None
-    if record or os.environ.get('JOBS_RECORD'):
+    if record is not False and (record or os.environ.get('JOBS_RECORD')):
         from .records import Recorder, record_path
         recorder = Recorder(record_path(record))
     error: Optional[BaseException] = None
