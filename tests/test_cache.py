@@ -150,7 +150,8 @@ def log(x):
     with open('calls.log', 'a') as f:
         f.write(f'job {x}\\n')
 
-with Work([1, 2, 3], cache='cache', showProgress=False, report=False) as w:
+with Work([1, 2, 3], cache='cache', showProgress=False, report=False,
+          useMultiprocessing=False) as w:
     @w.job(depends=[pathlib.Path('data.txt'), Model.predict])
     def job(x):
         log(x)
@@ -328,7 +329,8 @@ def test_cache_false_and_per_job_folder(run_script, tmp_path):
         def log(s):
             with open('calls.log', 'a') as f:
                 f.write(s + '\\n')
-        with Work([1, 2], showProgress=False, report=False) as w:
+        with Work([1, 2], showProgress=False, report=False,
+                  useMultiprocessing=False) as w:
             @w.job(cache='mine')
             def a(x):
                 log('a')
@@ -366,6 +368,14 @@ def test_cli_show_explain_clear(run_script, tmp_path):
     assert 'python   version' in explain
     assert '+ value helpers.FACTOR' in explain
     assert 'stage1' not in explain
+
+    # stage3 has two code keys now (FACTOR 2 and 7); keep the latest only.
+    assert len(os.listdir(tmp_path / 'cache' / 'stage3')) == 2
+    out = run_script(cli, 'clear', 'cache', '--old-keys', name='cli.py').stdout
+    assert 'deleted 1 old code key' in out
+    assert len(os.listdir(tmp_path / 'cache' / 'stage3')) == 1
+    run_script(code)
+    assert calls(tmp_path) == {}
 
     run_script(cli, 'clear', 'cache', 'stage2', name='cli.py')
     assert sorted(os.listdir(tmp_path / 'cache')) == ['stage1', 'stage3']

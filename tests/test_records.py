@@ -73,7 +73,18 @@ def test_reader_without_file_explains(run_script):
     assert 'No run record file' in out.stderr
 
 
-def test_no_record_without_option_or_env(run_script, tmp_path):
-    env = {'JOBS_RECORD': ''}
-    run_script(SCRIPT, env=env)
+def test_no_record_without_option_or_env_or_with_record_false(run_script, tmp_path):
+    run_script(SCRIPT, env={'JOBS_RECORD': ''})
     assert not list(tmp_path.glob('*.jsonl'))
+    run_script('''
+        from job_stream.inline import Work
+        with Work([1], record=False, report=False, showProgress=False) as w:
+            w.job(lambda x: x)
+    ''', env={'JOBS_RECORD': 'env.jsonl'})
+    assert not list(tmp_path.glob('*.jsonl'))
+    run_script('''
+        from job_stream.inline import Work
+        with Work([1], report=False, showProgress=False) as w:
+            w.job(lambda x: x)
+    ''', env={'JOBS_RECORD': 'env.jsonl'})
+    assert [p.name for p in tmp_path.glob('*.jsonl')] == ['env.jsonl']

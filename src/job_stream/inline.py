@@ -54,7 +54,7 @@ RUN_OPTIONS = {
     'checkpointSyncInterval': 'accepted for compatibility; unused',
     'cache': 'folder caching the results of every job (see docs/caching.md)',
     'record': 'JSON-lines file a record of the run is appended to '
-              '(default: $JOBS_RECORD)',
+              '(default: $JOBS_RECORD; False: no record)',
 }
 JOB_OPTIONS = ('useMultiprocessing', 'timeout', 'cache', 'depends')
 

@@ -73,7 +73,7 @@ def run(pipeline: Pipeline, work: Iterable, *,
         from .cache import prepare  # code keys, before the code leaves
         prepare(compiled)
     recorder = None
-    if record or os.environ.get('JOBS_RECORD'):
+    if record is not False and (record or os.environ.get('JOBS_RECORD')):
         from .records import Recorder, record_path
         recorder = Recorder(record_path(record))
     error: Optional[BaseException] = None

@@ -14,7 +14,7 @@ per wall second: the number of cores the run really used.  Every number is
 measured, per batch, by the process that ran it.
 
 Then one line per job stage (name, items it was given, cache hits, seconds
-in its user code)::
+in the stage: its user code, plus cache look-ups for a cached stage)::
 
     stage square: 1000 items, 250 cache hits, 3.210s user
 """

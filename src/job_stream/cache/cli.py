@@ -3,7 +3,8 @@
     job_stream cache show DIR              size and entries per stage
     job_stream cache explain DIR [STAGE]   what each stage's code key is made of,
                                            and what changed since the key before
-    job_stream cache clear DIR [STAGE...]  delete stages (all without STAGE)
+    job_stream cache clear DIR [STAGE...]  delete stages (all without STAGE);
+                                           --old-keys: only their older code keys
 
 Until it is attached to the main command: ``python -m job_stream.cache ...``.
 """
@@ -97,9 +98,17 @@ def explain(folder: str, stage: str) -> None:
 @cache.command('clear')
 @click.argument('folder', type=click.Path(file_okay=False))
 @click.argument('stages', nargs=-1)
-def clear(folder: str, stages: tuple) -> None:
+@click.option('--old-keys', is_flag=True,
+              help='Only delete the entries of older code keys, keeping '
+                   'each stage\'s most recently used one.')
+def clear(folder: str, stages: tuple, old_keys: bool) -> None:
     """Delete the cached results of STAGES (all stages if none given)."""
     _check_dir(folder)
+    if old_keys:
+        n = sum(_store.prune(folder, name) for name in stages) if stages \
+            else _store.prune(folder)
+        click.echo(f'deleted {n} old code key(s) from {folder}')
+        return
     if not stages:
         n = _store.clear(folder)
         click.echo(f'cleared {n} stage(s) from {folder}')

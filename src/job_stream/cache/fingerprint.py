@@ -28,6 +28,7 @@ the internals of objects that cannot be hashed.  Name them in ``depends=``.
 from __future__ import annotations
 
 import dis
+import functools
 import hashlib
 import importlib.metadata
 import inspect
@@ -112,7 +113,10 @@ def _origin(module_name: str) -> Tuple[str, str]:
     top = module_name.partition('.')[0]
     if module_name == '__main__':
         return 'user', ''
-    if top in ('job_stream', 'builtins') or top in sys.builtin_module_names:
+    if top == 'job_stream':  # this library, wherever it is installed
+        from .. import __version__
+        return 'library', f'job_stream {__version__}'
+    if top == 'builtins' or top in sys.builtin_module_names:
         return 'python', ''
     module = sys.modules.get(module_name) or sys.modules.get(top)
     path = getattr(module, '__file__', None)
@@ -152,7 +156,14 @@ class _Walker:
     def root(self, func: Any) -> None:
         if isinstance(func, type):
             self._class(func, force=True)
-        elif inspect.isfunction(func) or inspect.ismethod(func):
+        elif isinstance(func, functools.partial):
+            self._partial('partial', func, force=True)
+        elif inspect.ismethod(func):  # a bound method: its code and its object
+            self._function(func, force=True)
+            self._class(type(func.__self__))
+            self.components.append(('value', _qualname(func) + ' (bound to)',
+                                    _value_digest(func.__self__)))
+        elif inspect.isfunction(func):
             self._function(func, force=True)
         elif callable(func):  # an instance with __call__: its class and state
             self._class(type(func), force=True)
@@ -181,6 +192,8 @@ class _Walker:
             return  # user modules: handled by attribute names in _code
         if inspect.isfunction(value) or inspect.ismethod(value):
             self._function(value)
+        elif isinstance(value, functools.partial):
+            self._partial(name, value)
         elif isinstance(value, type):
             self._class(value)
         elif isinstance(value, (types.BuiltinFunctionType, types.BuiltinMethodType)):
@@ -193,12 +206,24 @@ class _Walker:
             kind, version = _origin(mod)
             if kind == 'library' and not isinstance(value, _PLAIN):
                 self.components.append(('library', mod.partition('.')[0], version))
+            elif kind == 'user':  # an instance of the user's class: its code too
+                self._class(type(value))
             self.components.append(('value', name, _value_digest(value)))
+
+    def _partial(self, name: str, p: functools.partial, force: bool = False) -> None:
+        if force:
+            self.root(p.func)
+        else:
+            self._object(name + '.func', p.func)
+        self.components.append(('value', name + ' arguments',
+                                _value_digest((p.args, p.keywords))))
 
     def _function(self, func: Any, force: bool = False) -> None:
         if inspect.ismethod(func):
             func = func.__func__
-        func = inspect.unwrap(func)
+        wrapped = getattr(func, '__wrapped__', None)
+        if wrapped is not None and callable(wrapped):  # a decorator's wrapper:
+            self._object(_qualname(func) + '.__wrapped__', wrapped)  # both count
         if id(func) in self._seen:
             return
         self._seen.add(id(func))
@@ -231,12 +256,26 @@ class _Walker:
                 continue
             value = namespace[name]
             if isinstance(value, types.ModuleType) and _origin(value.__name__)[0] == 'user':
-                # Attributes read from one of the user's modules.
-                for attr in sorted(names):
-                    if attr in vars(value):
-                        self._object(f'{value.__name__}.{attr}', vars(value)[attr])
+                self._user_module(value, names)
                 continue
             self._object(f'{module}.{name}', value)
+
+    def _user_module(self, module: types.ModuleType, names: set) -> None:
+        """The attributes ``names`` read from one of the user's modules
+        (``helpers.scale``), and from its submodules (``pkg.sub.scale``)."""
+        if (id(module), id(names)) in self._seen:
+            return
+        self._seen.add((id(module), id(names)))
+        namespace = vars(module)
+        for attr in sorted(names):
+            if attr not in namespace:
+                continue
+            value = namespace[attr]
+            if isinstance(value, types.ModuleType) and \
+                    _origin(value.__name__)[0] == 'user':
+                self._user_module(value, names)
+            else:
+                self._object(f'{module.__name__}.{attr}', value)
 
     def _class(self, cls: type, force: bool = False) -> None:
         if id(cls) in self._seen:

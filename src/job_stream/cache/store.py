@@ -205,3 +205,15 @@ def clear(root: str, stage: str = None) -> int:
             shutil.rmtree(path, ignore_errors=True)
             removed += 1
     return removed
+
+
+def prune(root: str, stage: str = None) -> int:
+    """Delete every code key but the most recently used one, of all stages
+    or one; return how many keys were deleted."""
+    removed = 0
+    for name, path in list(stages(root)):
+        if stage is None or name in (stage, stage_dirname(stage)):
+            for key in keys(path)[:-1]:
+                shutil.rmtree(key['path'], ignore_errors=True)
+                removed += 1
+    return removed
