@@ -6,17 +6,19 @@ code is called the same way everywhere: ``Args`` unpacked, ``None`` dropped,
 and ``postSetup``.  The inner loop is the hot path of the whole library: it
 does per item only the call and the append.
 
-A job function may carry a ``batch_call(works, it)`` attribute (the job of
-:func:`job_stream.map` does): it is then called once per batch segment, must
-call the user's function once per work taken from the iterator ``it`` (so a
-failure can be traced to its work), and returns the segment's outputs.
+A job function may carry a ``batch_call(works, it, position)`` attribute
+(the job of :func:`job_stream.map` does): it is then called once per batch
+segment, must call the user's function once per work taken from the iterator
+``it`` (so a failure can be traced to its work), and returns the segment's
+outputs.  ``position`` is the input position of the segment's first work
+(see :attr:`Batch.position`), or None.
 """
 from __future__ import annotations
 
 import time
 import traceback
 from operator import length_hint
-from typing import Any
+from typing import Any, Optional
 
 from ..batch import Done, Failed
 from ..errors import short_repr
@@ -50,7 +52,7 @@ class Step:
             self.job.config = dict(stage.config)
             self.job.postSetup()
 
-    def run(self, works: list) -> list:
+    def run(self, works: list, position: Optional[int] = None) -> list:
         job = self.job
         if job is not None:
             out: list = []
@@ -72,7 +74,8 @@ class Step:
         # how far ``it`` got tells which work raised.
         it = iter(works)
         try:
-            out = batch_call(works, it) if batch_call else list(map(func, it))
+            out = (batch_call(works, it, position) if batch_call
+                   else list(map(func, it)))
         except Exception as e:
             work = works[len(works) - length_hint(it) - 1]
             raise StageFailure(self.name, work, e) from e
@@ -123,8 +126,12 @@ class ChainRunner:
             steps = self._steps[chain_id] = [Step(s) for s in self._stages[chain_id]]
         return steps
 
-    def run(self, batch_id: int, chain_id: int, works: list, cuts: list):
-        """Run a batch; return a :class:`Done` or :class:`Failed` outcome."""
+    def run(self, batch_id: int, chain_id: int, works: list, cuts: list,
+            position: Optional[int] = None):
+        """Run a batch; return a :class:`Done` or :class:`Failed` outcome.
+
+        ``position`` is :attr:`Batch.position`; the first job of the chain
+        gets each segment's own."""
         wall, cpu = time.perf_counter(), time.process_time()
         try:
             steps = self.steps(chain_id)
@@ -137,8 +144,12 @@ class ChainRunner:
                     start += n
             outputs = []
             for seg in segments:
+                start = position
+                if position is not None:
+                    position += len(seg)
                 for step in steps:
-                    seg = step.run(seg)
+                    seg = step.run(seg, start)
+                    start = None
                 outputs.append(seg)
         except StageFailure as f:
             return failure(batch_id, f.stage, f.work, f.error)
