@@ -69,6 +69,24 @@ def run_pipeline(pipeline: Pipeline, work: Iterable, handle_result, options: dic
                 report=options.get('report', True))
 
 
+class _ResultCall:
+    """Calls the ``@w.result`` function on a result, unpacking ``Args``.
+
+    The runner asks :meth:`for_batch` which function to call on each
+    result of a batch: the user's own when the batch holds no ``Args``
+    (no wrapper call per result on the primary's hot path).
+    """
+
+    def __init__(self, handler: Callable):
+        self.handler = handler
+
+    def __call__(self, result: Any) -> Any:
+        return _call(self.handler, work=result)
+
+    def for_batch(self, results: list) -> Callable:
+        return self if Args in set(builtins.map(type, results)) else self.handler
+
+
 def _arg_count(func: Callable) -> int:
     params = inspect.signature(func).parameters.values()
     return sum(1 for p in params if p.kind in (
@@ -314,13 +332,8 @@ class Work:
         work = itertools.chain(initial, self._initial) if initial else self._initial
         if self._result is not None:
             handler = self._result
-            def call_result(r, handler=handler, Args=Args):
-                # one call per result, the hot path of @w.result: no _call
-                if type(r) is Args:
-                    return handler(*r.args, **r.kwargs)
-                return handler(r)
-            results = run_pipeline(self._pipeline, work, call_result,
-                                   self._options)
+            results = run_pipeline(self._pipeline, work,
+                                   _ResultCall(handler), self._options)
             return None
         if self._finish is None and not keep_results:
             run_pipeline(self._pipeline, work, _discard, self._options)
