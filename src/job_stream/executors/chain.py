@@ -41,18 +41,23 @@ class StageFailure(Exception):
 class Step:
     """One job of a chain, ready to run: a function or a set-up Job instance."""
 
-    __slots__ = ('name', 'func', 'job')
+    __slots__ = ('name', 'func', 'job', 'out_kinds')
 
     def __init__(self, stage):
         self.name = stage.name
         self.job = None
+        self.out_kinds = None  # set of the types in run()'s last output
         self.func = stage.func
         if isinstance(stage.func, type) and issubclass(stage.func, Job):
             self.job = stage.func()
             self.job.config = dict(stage.config)
             self.job.postSetup()
 
-    def run(self, works: list, position: Optional[int] = None) -> list:
+    def run(self, works: list, position: Optional[int] = None,
+            kinds: Optional[set] = None) -> list:
+        """Run the job on ``works``; ``kinds``, when known, is the set of
+        their types (the previous step's :attr:`out_kinds`)."""
+        self.out_kinds = None
         job = self.job
         if job is not None:
             out: list = []
@@ -67,8 +72,11 @@ class Step:
             return out
         func = self.func
         batch_call = getattr(func, 'batch_call', None)
-        if batch_call is None and Args in set(map(type, works)):
-            return self._run_args(works)
+        if batch_call is None:
+            if kinds is None:
+                kinds = set(map(type, works))
+            if Args in kinds:
+                return self._run_args(works)
         # The hot path: the calls happen in C (map), and so do the checks for
         # None and Multiple (one set of result types per batch).  On failure,
         # how far ``it`` got tells which work raised.
@@ -83,6 +91,8 @@ class Step:
             kinds = set(map(type, out))
             if NoneType in kinds or any(issubclass(k, Multiple) for k in kinds):
                 out = _flatten(out)
+            else:
+                self.out_kinds = kinds
         return out
 
     def _run_args(self, works: list) -> list:
@@ -147,9 +157,10 @@ class ChainRunner:
                 start = position
                 if position is not None:
                     position += len(seg)
+                kinds = None
                 for step in steps:
-                    seg = step.run(seg, start)
-                    start = None
+                    seg = step.run(seg, start, kinds)
+                    start, kinds = None, step.out_kinds
                 outputs.append(seg)
         except StageFailure as f:
             return failure(batch_id, f.stage, f.work, f.error)
