@@ -59,13 +59,13 @@ def main() -> None:
         msg = loads(inbox.get())
         kind = msg[0]
         if kind == 'batch':
-            _, rid, batch_id, chain_id, works, cuts = msg
+            _, rid, batch_id, chain_id, works, cuts, position = msg
             if rid != run_id:
                 continue  # left over from an aborted run
             if setup_error is not None:
                 outcome = setup_error._replace_batch(batch_id)
             else:
-                outcome = runner.run(batch_id, chain_id, works, cuts)
+                outcome = runner.run(batch_id, chain_id, works, cuts, position)
             _send_outcome(conn, run_id, outcome,
                           chains[chain_id][-1].name if chains else '?')
             sys.stdout.flush()

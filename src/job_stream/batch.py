@@ -20,12 +20,16 @@ from typing import Any, Optional
 class Batch:
     """Works sent to one chain.  ``segments`` is a list of
     ``(reduction, count, producer)``; ``cuts`` the counts alone, which is
-    all a worker needs to split its outputs the same way."""
+    all a worker needs to split its outputs the same way.  ``position`` is
+    the input position of the first work when the batch holds consecutive
+    items of the input (so :func:`job_stream.map` can put results in order
+    without an index per item), else None."""
     id: int
     chain: int
     works: list
     segments: list
     attempts: int = 0
+    position: Optional[int] = None
 
     @property
     def cuts(self) -> list:

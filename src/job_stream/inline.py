@@ -27,10 +27,10 @@ import builtins
 import inspect
 import itertools
 import os
-from operator import eq, itemgetter
+from operator import itemgetter
 from typing import Any, Callable, Iterable, Optional
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, JobStreamError
 from .executors import mpi as _mpi
 from .executors.processes import local_cpu_count
 from .objects import Args, Multiple, Object, flatten_into
@@ -96,6 +96,24 @@ def _default_cache(module: Module, folder) -> None:
             _default_cache(stage, folder)
         elif 'cache' not in stage.options:
             stage.options['cache'] = folder
+
+
+class _ResultCall:
+    """Calls the ``@w.result`` function on a result, unpacking ``Args``.
+
+    The runner asks :meth:`for_batch` which function to call on each
+    result of a batch: the user's own when the batch holds no ``Args``
+    (no wrapper call per result on the primary's hot path).
+    """
+
+    def __init__(self, handler: Callable):
+        self.handler = handler
+
+    def __call__(self, result: Any) -> Any:
+        return _call(self.handler, work=result)
+
+    def for_batch(self, results: list) -> Callable:
+        return self if Args in set(builtins.map(type, results)) else self.handler
 
 
 def _arg_count(func: Callable) -> int:
@@ -367,12 +385,8 @@ class Work:
         work, init = self._initial, (initial if inits else None)
         if self._result is not None:
             handler = self._result
-            def call_result(r, handler=handler, Args=Args):
-                # one call per result, the hot path of @w.result: no _call
-                if type(r) is Args:
-                    return handler(*r.args, **r.kwargs)
-                return handler(r)
-            run_pipeline(self._pipeline, work, call_result, self._options, init)
+            run_pipeline(self._pipeline, work, _ResultCall(handler),
+                         self._options, init)
             return None
         if self._finish is None and not keep_results:
             run_pipeline(self._pipeline, work, _discard, self._options, init)
@@ -429,13 +443,12 @@ class _ForceCheckpointAndGoJob(Job):
 
 
 class _IndexedCall:
-    """The job of :func:`map`: ``(i, x) -> (i, func(x))`` (``func(*x)`` with
-    several iterables).
+    """The job of :func:`map`: ``func(x)`` (``func(*x)`` with several
+    iterables), run a batch segment at a time by :meth:`batch_call`.
 
-    Workers call :meth:`batch_call` once per batch segment instead: the calls
-    run in C (``map``/``starmap``) and a segment of consecutive indices
-    comes back as one ``(first index, [values])`` pair, so the primary
-    handles results per batch, not per item.
+    Works carry no index: a segment of consecutive input items comes back
+    as one ``(position of its first item, [values])`` pair, so the primary
+    puts results in order per batch, not per item.
     """
 
     def __init__(self, func: Callable, star: bool):
@@ -443,23 +456,19 @@ class _IndexedCall:
         self.star = star
         self.__qualname__ = _name(func)
 
-    def __call__(self, item):
-        i, x = item
-        return i, [self.func(*x) if self.star else self.func(x)]
+    def __call__(self, x):
+        return self.func(*x) if self.star else self.func(x)
 
-    def batch_call(self, works: list, it) -> list:
-        if not works:
-            return []
+    def batch_call(self, works: list, it, position: Optional[int]) -> list:
+        if position is None:
+            raise JobStreamError(
+                'internal error: map() received a batch that is not a run '
+                'of consecutive input items; please report this')
         calls = itertools.starmap if self.star else builtins.map
-        values = list(calls(self.func, builtins.map(_second, it)))
-        start = works[0][0]
-        if all(builtins.map(eq, builtins.map(_first, works),
-                            itertools.count(start))):
-            return [(start, values)]
-        return [(w[0], [v]) for w, v in builtins.zip(works, values)]
+        return [(position, list(calls(self.func, it)))] if works else []
 
 
-_first, _second = itemgetter(0), itemgetter(1)
+_first = itemgetter(0)
 
 
 def map(func: Callable, *iterables: Iterable, **workKwargs: Any) -> list:
@@ -472,8 +481,7 @@ def map(func: Callable, *iterables: Iterable, **workKwargs: Any) -> list:
     if not iterables:
         raise TypeError('map() needs at least one iterable of arguments')
     star = len(iterables) > 1
-    args = builtins.zip(*iterables) if star else iterables[0]
-    w = Work(builtins.zip(itertools.count(), args), **workKwargs)
+    w = Work(builtins.zip(*iterables) if star else iterables[0], **workKwargs)
     w.job(_IndexedCall(func, star))
     results = w.run()
     if results is None:

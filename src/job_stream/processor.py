@@ -172,9 +172,10 @@ class Processor:
 
     def _read_input(self) -> None:
         works = list(itertools.islice(self._input, self._read_ahead()))
+        position = self.input_position
         self.input_position += len(works)
         self._route(works, self._input_node, self._input_reduction,
-                    'initial work')
+                    'initial work', position)
         if not works:
             self.input_done = True
             self._release(self._input_reduction, 1)
@@ -186,27 +187,41 @@ class Processor:
         works: list = []
         segments: list = []
         attempts = queue[0][3]
+        # The input position of the batch's first work, kept only while the
+        # batch holds consecutive input items (see Batch.position).
+        position = expect = queue[0][4]
         while queue and len(works) < size and queue[0][3] == attempts:
             chunk = queue[0]
-            red, items, producer, _ = chunk
+            red, items, producer, _, start = chunk
             room = size - len(works)
             if len(items) <= room:
                 queue.popleft()
                 part = items
             else:
                 part, chunk[1] = items[:room], items[room:]
+                if start is not None:
+                    chunk[4] = start + room
+            if expect is None or start != expect:
+                position = expect = None
+            else:
+                expect += len(part)
             works.extend(part)
             segments.append((red, len(part), producer))
             if attempts:
                 break  # retried work travels alone
         self.pending_items -= len(works)
-        batch = Batch(next(self._batch_ids), chain.id, works, segments, attempts)
+        batch = Batch(next(self._batch_ids), chain.id, works, segments,
+                      attempts, position)
         self.inflight[batch.id] = batch
         return batch
 
     def _route(self, works: list, node_id: int, red: Reduction,
-               producer: str) -> None:
-        """Send works, produced by ``producer`` within ``red``, to a node."""
+               producer: str, position: Optional[int] = None) -> None:
+        """Send works, produced by ``producer`` within ``red``, to a node.
+
+        ``position`` is the input position of the first work when ``works``
+        are consecutive items of the input, else None.
+        """
         if not works:
             return
         if node_id == OUTPUT:
@@ -214,7 +229,7 @@ class Processor:
             return
         node = self.pipeline.nodes[node_id]
         if isinstance(node, Chain):
-            self.pending[node_id].append([red, works, producer, 0])
+            self.pending[node_id].append([red, works, producer, 0, position])
             self.pending_items += len(works)
             red.count += len(works)
         elif isinstance(node, Close):
@@ -283,9 +298,12 @@ class Processor:
         queue = self.pending[batch.chain]
         index = 0
         chunks = []
+        position = batch.position
         for red, count, producer in batch.segments:
             for work in batch.works[index:index + count]:
-                chunks.append([red, [work], producer, attempts])
+                chunks.append([red, [work], producer, attempts, position])
+                if position is not None:
+                    position += 1
             index += count
         queue.extendleft(reversed(chunks))
         self.pending_items += len(batch.works)

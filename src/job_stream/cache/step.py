@@ -41,9 +41,26 @@ class CachedStep(Step):
             return self.func(*work.args, **work.kwargs)
         return self.func(work)
 
-    def run(self, works: list) -> list:
+    def run(self, works: list, position=None, kinds=None) -> list:
+        self.out_kinds = None
+        if getattr(self.func, 'batch_call', None) is not None:
+            # map(): values as they are (None kept), one (position, values)
+            # pair per segment, as the uncached batch_call returns them
+            return [(position, self._values(works))] if works else []
         out: list = []
         append, extend = out.append, out.extend
+        for r in self._values(works):
+            if r is None:
+                continue
+            if isinstance(r, Multiple):
+                extend(r)
+            else:
+                append(r)
+        return out
+
+    def _values(self, works: list) -> list:
+        """The job's return value for each work, from the cache if there."""
+        values: list = []
         get, put = self.store.get, self.store.put
         for work in works:
             digest = hash_input(work)
@@ -56,10 +73,5 @@ class CachedStep(Step):
                 put(digest, r)
             else:
                 self.hits += 1
-            if r is None:
-                continue
-            if isinstance(r, Multiple):
-                extend(r)
-            else:
-                append(r)
-        return out
+            values.append(r)
+        return values

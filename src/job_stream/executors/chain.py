@@ -6,17 +6,19 @@ code is called the same way everywhere: ``Args`` unpacked, ``None`` dropped,
 and ``postSetup``.  The inner loop is the hot path of the whole library: it
 does per item only the call and the append.
 
-A job function may carry a ``batch_call(works, it)`` attribute (the job of
-:func:`job_stream.map` does): it is then called once per batch segment, must
-call the user's function once per work taken from the iterator ``it`` (so a
-failure can be traced to its work), and returns the segment's outputs.
+A job function may carry a ``batch_call(works, it, position)`` attribute
+(the job of :func:`job_stream.map` does): it is then called once per batch
+segment, must call the user's function once per work taken from the iterator
+``it`` (so a failure can be traced to its work), and returns the segment's
+outputs.  ``position`` is the input position of the segment's first work
+(see :attr:`Batch.position`), or None.
 """
 from __future__ import annotations
 
 import time
 import traceback
 from operator import length_hint
-from typing import Any
+from typing import Any, Optional
 
 from ..batch import Done, Failed
 from ..errors import short_repr
@@ -39,11 +41,12 @@ class StageFailure(Exception):
 class Step:
     """One job of a chain, ready to run: a function or a set-up Job instance."""
 
-    __slots__ = ('name', 'func', 'job')
+    __slots__ = ('name', 'func', 'job', 'out_kinds')
 
     def __init__(self, stage):
         self.name = stage.name
         self.job = None
+        self.out_kinds = None  # set of the types in run()'s last output
         self.func = stage.func
         if isinstance(stage.func, type) and issubclass(stage.func, Job):
             self.job = stage.func()
@@ -54,7 +57,11 @@ class Step:
         """Cache hits since the last call (a plain step has none)."""
         return 0
 
-    def run(self, works: list) -> list:
+    def run(self, works: list, position: Optional[int] = None,
+            kinds: Optional[set] = None) -> list:
+        """Run the job on ``works``; ``kinds``, when known, is the set of
+        their types (the previous step's :attr:`out_kinds`)."""
+        self.out_kinds = None
         job = self.job
         if job is not None:
             out: list = []
@@ -69,14 +76,18 @@ class Step:
             return out
         func = self.func
         batch_call = getattr(func, 'batch_call', None)
-        if batch_call is None and Args in set(map(type, works)):
-            return self._run_args(works)
+        if batch_call is None:
+            if kinds is None:
+                kinds = set(map(type, works))
+            if Args in kinds:
+                return self._run_args(works)
         # The hot path: the calls happen in C (map), and so do the checks for
         # None and Multiple (one set of result types per batch).  On failure,
         # how far ``it`` got tells which work raised.
         it = iter(works)
         try:
-            out = batch_call(works, it) if batch_call else list(map(func, it))
+            out = (batch_call(works, it, position) if batch_call
+                   else list(map(func, it)))
         except Exception as e:
             work = works[len(works) - length_hint(it) - 1]
             raise StageFailure(self.name, work, e) from e
@@ -84,6 +95,8 @@ class Step:
             kinds = set(map(type, out))
             if NoneType in kinds or any(issubclass(k, Multiple) for k in kinds):
                 out = _flatten(out)
+            else:
+                self.out_kinds = kinds
         return out
 
     def _run_args(self, works: list) -> list:
@@ -128,8 +141,12 @@ class ChainRunner:
                                              for s in self._stages[chain_id]]
         return steps
 
-    def run(self, batch_id: int, chain_id: int, works: list, cuts: list):
-        """Run a batch; return a :class:`Done` or :class:`Failed` outcome."""
+    def run(self, batch_id: int, chain_id: int, works: list, cuts: list,
+            position: Optional[int] = None):
+        """Run a batch; return a :class:`Done` or :class:`Failed` outcome.
+
+        ``position`` is :attr:`Batch.position`; the first job of the chain
+        gets each segment's own."""
         wall, cpu = time.perf_counter(), time.process_time()
         try:
             steps = self.steps(chain_id)
@@ -146,11 +163,16 @@ class ChainRunner:
             counts = [[0, 0, 0.0] for _ in steps]
             clock = time.perf_counter
             for seg in segments:
+                start = position
+                if position is not None:
+                    position += len(seg)
+                kinds = None
                 for step, c in zip(steps, counts):
                     c[0] += len(seg)
                     t = clock()
-                    seg = step.run(seg)
+                    seg = step.run(seg, start, kinds)
                     c[2] += clock() - t
+                    start, kinds = None, step.out_kinds
                 outputs.append(seg)
             for step, c in zip(steps, counts):
                 c[1] = step.take_hits()

@@ -28,7 +28,7 @@ class InlineExecutor(Executor):
 
     def submit(self, batch) -> None:
         self._done.append(self._runner.run(batch.id, batch.chain, batch.works,
-                                           batch.cuts))
+                                           batch.cuts, batch.position))
 
     def wait(self, timeout: Optional[float]) -> list:
         done, self._done = self._done, []

@@ -231,7 +231,7 @@ class ProcessExecutor(Executor):
         t0 = time.perf_counter()
         try:
             data = dumps(('batch', self._run_id, batch.id, batch.chain,
-                          batch.works, batch.cuts))
+                          batch.works, batch.cuts, batch.position))
         except Exception:
             self._ready.append(self._unpicklable(batch))
             return
