@@ -469,7 +469,9 @@ def test_journal_limits_redelivery(run_script, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     before = (tmp_path / 'delivered').read_text().split()
     journal = (tmp_path / 'run.chkpt.journal').read_text().splitlines()
-    assert len(before) >= 10 and len(journal) >= 10  # delivered after the checkpoint
+    # results were delivered after the (only) checkpoint, and each is in the
+    # journal except, at most, the one whose handler was running
+    assert len(before) >= 1 and len(journal) >= len(before) - 1
     run_script(JOURNAL)
     delivered = [int(x) for x in (tmp_path / 'delivered').read_text().split()]
     assert sorted(set(delivered)) == list(range(40))
