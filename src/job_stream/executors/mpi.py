@@ -24,7 +24,7 @@ a peer lost after ``JOB_STREAM_HEARTBEAT_TIMEOUT`` seconds of silence.  A
 rank > 0 that loses rank 0 leaves at once with ``os._exit``; rank 0 raises
 :class:`~job_stream.errors.RankLostError` from the run and leaves with
 ``os._exit`` if that does not end the process in :data:`GRACE_SECONDS`.
-See docs/failures-mpi.md.
+See DESIGN.md (failure table).
 
 mpi4py is imported only when a launcher's variables say this process is one
 of several ranks (:func:`launcher_size`).
