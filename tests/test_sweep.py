@@ -211,6 +211,46 @@ def test_result_and_reduce_are_refused():
     with pytest.raises(ValueError, match='sweep\\(\\) handles the results'):
         with sweep(**QUIET) as w:
             w.result(print)
+    with pytest.raises(ValueError, match='sweep\\(\\) reduces the trials'):
+        with sweep(**QUIET) as w:
+            w.reduce(lambda store, inputs, others: None)
+    with pytest.raises(ValueError, match='do not call run'):
+        with sweep(**QUIET) as w:
+            w.run()
+
+
+def test_user_frames_inside_a_trial(monkeypatch):
+    cpus(monkeypatch, 2)
+    with sweep({'n': [3, 5]}, trials=2, **QUIET) as w:
+        @w.job
+        def start(id, trial, n):
+            return n
+
+        @w.frame
+        def countdown(store, n):
+            if not hasattr(store, 'steps'):
+                store.steps = 0
+                return n
+            return None
+
+        @w.job
+        def step(k):
+            return k - 1
+
+        @w.frameEnd
+        def again(store, k):
+            store.steps += 1
+            return k if k > 0 else None
+
+        @w.job
+        def result(store):
+            return {'steps': float(store.steps)}
+    assert list(w.table['steps']) == [3.0, 5.0]
+
+    with pytest.raises(ValueError, match="countdown' was never closed"):
+        with sweep(**QUIET) as w:
+            w.job(start)
+            w.frame(countdown)
 
 
 def test_multi_stage_pipeline_and_csv_plot(tmp_path, monkeypatch):

@@ -281,9 +281,21 @@ class _SweepWork(Work):
         raise ConfigurationError('sweep() reduces the trials itself: declare '
                                  'jobs (and frames) only')
 
+    def init(self, func):
+        raise ConfigurationError('sweep() makes the initial work from '
+                                 'variables: init is not available')
+
+    def run(self):
+        raise ConfigurationError('a sweep runs when its with block ends; do '
+                                 'not call run()')
+
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             return
+        if len(self._frames) != 2:
+            raise ConfigurationError(
+                f'The frame {_name(self._frames[-1][1])!r} was never closed: '
+                f'add an @w.frameEnd function after its stages.')
         self.frameEnd(_named(self._trial_end, TRIAL_FRAME))
         self.frameEnd(_named(self._combination_end, COMBINATION_FRAME))
         self._first = first_batch(self._criterion, _inline.getCpuCount(),

@@ -31,6 +31,13 @@ or more cores make the pilot bigger and the sweep cheaper).
 With a fixed number of trials (``trials > 0``) nothing is stopped early and
 ``err`` is the plain Student-t half-width.
 
+Results enter the statistics in trial order (one arriving early waits for
+those before it), and each decision depends only on trials ``0..k``: with
+seeded trials, the trials run and the numbers reported do not depend on which
+worker finished first.  A simpler three-stage variant (growing the pilot to
+half the estimated need) was tried and rejected: 92.4% coverage at
+sigma/mu = 0.2 with a pilot of 3.
+
     >>> c = Criterion(E=0.1, eps=0.01, min=3, max=100)
     >>> a = AdaptiveTrials(c, first=3)
     >>> a.begin()
