@@ -388,8 +388,10 @@ def capture(proc, results: Optional[list], tracked: TrackedInput,
         batch = proc.inflight[bid]
         chunks, index = [], 0
         for red, count, producer in batch.segments:
+            position = (batch.position + index
+                        if batch.position is not None else None)
             chunks.append([red, batch.works[index:index + count], producer,
-                           batch.attempts])
+                           batch.attempts, position])
             index += count
         queue[batch.chain][0:0] = chunks
     misc = {'input_node': proc._input_node, 'input_reduction': proc._input_reduction,
