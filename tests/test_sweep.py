@@ -78,10 +78,12 @@ def test_noisy_values_get_more_trials_until_criterion(monkeypatch):
 
 def test_max_stops_an_impossible_criterion(monkeypatch):
     cpus(monkeypatch, 2)
-    with sweep(trials=-12, seed=0, **QUIET) as w:
-        @w.job
-        def trial(id, trial):
-            return {'x': random.gauss(0, 1)}    # mean 0: E never met
+    with pytest.warns(RuntimeWarning, match=r'combination 0 \{\} stopped at '
+                      r'the maximum of 12 trials .*\(x_err=[0-9.]+ > 0\.0[0-9]+\)'):
+        with sweep(trials=-12, seed=0, **QUIET) as w:
+            @w.job
+            def trial(id, trial):
+                return {'x': random.gauss(0, 1)}    # mean 0: E never met
     assert list(w.table['trials']) == [12]
     assert w.table.loc[0, 'x_err'] > 1e-2
 

@@ -22,6 +22,7 @@ import numbers
 import random
 import sys
 import time
+import warnings
 from typing import Any, Callable, Optional
 
 from .. import inline as _inline
@@ -331,12 +332,28 @@ class _SweepWork(Work):
         else:
             new = store.trials.again()
             if not new:
+                self._warn_if_unmet(store)
                 if self._progress is not None:
                     self._progress.finished(store)
                 return None
         if self._progress is not None:
             self._progress.update(store)
         return Multiple(Args(id, t, params) for t in new)
+
+    def _warn_if_unmet(self, store) -> None:
+        t = store.trials
+        if t.criterion.fixed is not None or t.satisfied():
+            return
+        c = t.criterion
+        unmet = ', '.join(
+            f'{k}_err={t.error(k):.3g} > {c.target(t.moments[k].mean):.3g}'
+            for k in t.keys if not t.error(k) <= c.target(t.moments[k].mean))
+        warnings.warn(
+            f'sweep: combination {store.id} {store.params} stopped at the '
+            f'maximum of {c.max} trials before its means were known well '
+            f'enough ({unmet}); raise the maximum (trials=-N or '
+            f"trialsParms={{'max': N}}) or loosen E/eps", RuntimeWarning,
+            stacklevel=1)
 
     def _combination_end(self, store, trial, result):
         new = store.trials.add(trial, result)
