@@ -129,16 +129,16 @@ def check(mode, n, kills, delivered):
 
 @pytest.mark.parametrize('mode', ['reduce', 'stream'])
 def test_kill9_loop_fast(tmp_path, mode):
-    kills, delivered = kill_loop(tmp_path, mode, n=60, nap=0.01, kills=3,
+    kills, delivered = kill_loop(tmp_path, mode, n=150, nap=0.01, kills=3,
                                  seed=mode)
     assert kills == 3
-    check(mode, 60, kills, delivered)
+    check(mode, 150, kills, delivered)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('mode', ['reduce', 'stream'])
 def test_kill9_loop_many(tmp_path, mode):
-    kills, delivered = kill_loop(tmp_path, mode, n=400, nap=0.01, kills=20,
+    kills, delivered = kill_loop(tmp_path, mode, n=600, nap=0.01, kills=20,
                                  seed=mode + '-many')
     assert kills == 20
-    check(mode, 400, kills, delivered)
+    check(mode, 600, kills, delivered)

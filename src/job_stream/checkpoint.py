@@ -605,7 +605,9 @@ class Checkpointer:
                or time.monotonic() - self._last >= self.interval)
         if due and self._writer is None:
             self._forced = None
-            self.take(proc, results, background=True)
+            # The first one is written before going on: until it exists, a
+            # crash means starting over (init again, results again).
+            self.take(proc, results, background=self._last != float('-inf'))
 
     def take(self, proc, results: Optional[list], background: bool) -> None:
         from . import __version__
