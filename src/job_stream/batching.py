@@ -27,21 +27,31 @@ TARGET_SECONDS = 0.02
 # while a worker idles.  Set with bench/throughput.py, sections 2 and 3
 # (10 ms items, heavy-tailed makespan): batching/prefetching 10 ms items cost
 # up to one queued batch of tail per worker (several % of a 1 s run); one
-# round trip (~0.1-0.5 ms) is small against items of 2 ms and more.
+# round trip (~0.1-0.5 ms) is small against items of 2 ms and more.  The
+# rule looks at the recent longest item (BatchSizer.peak), not the average,
+# because in section 3 one long item hidden in a batch of short ones, or a
+# short batch queued behind a long item, is what lengthens the makespan.
 LONG_ITEM_SECONDS = 0.002
-# Upper bound on items per batch, so a message stays a few MB at most
-# (section 1: beyond ~20k trivial items per batch the rate is flat).
-MAX_ITEMS = 65536
+# Upper bound on items per batch.  Set with bench/throughput.py: section 1
+# (2M trivial items) ran as fast with 8192 or 16384 as with 65536, and
+# section 4 (peak RSS, streaming 2M items through @w.result) went from +15.6
+# to +7 MiB over a serial loop: the read-ahead (size x workers) plus two
+# batches per worker in flight are what the primary holds.
+MAX_ITEMS = 16384
 
 
 class BatchSizer:
     """Per-chain estimate of seconds per item, and the batch size it implies."""
 
-    __slots__ = ('size', 'per_item')
+    __slots__ = ('size', 'per_item', 'peak')
 
     def __init__(self):
         self.size = 1
         self.per_item = None  # seconds per item, exponentially averaged
+        # Recent longest seconds per item: the largest sample, halved at
+        # each batch, so one long item among short ones (heavy-tailed
+        # durations) stops batching and prefetch for a while.
+        self.peak = 0.0
 
     def observe(self, items: int, seconds: float) -> None:
         """Record that a batch of ``items`` took ``seconds`` in user code."""
@@ -50,7 +60,8 @@ class BatchSizer:
         sample = seconds / items
         self.per_item = (sample if self.per_item is None
                          else 0.5 * self.per_item + 0.5 * sample)
-        if self.per_item > LONG_ITEM_SECONDS:
+        self.peak = max(sample, 0.5 * self.peak)
+        if self.peak > LONG_ITEM_SECONDS:
             self.size = 1
             return
         ideal = TARGET_SECONDS / max(self.per_item, 1e-9)
@@ -63,4 +74,4 @@ class BatchSizer:
         Long items (over ``LONG_ITEM_SECONDS``) are sent one at a time to
         idle workers only, so none waits behind another on a busy worker.
         """
-        return self.per_item is not None and self.per_item <= LONG_ITEM_SECONDS
+        return self.per_item is not None and self.peak <= LONG_ITEM_SECONDS
