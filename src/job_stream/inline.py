@@ -32,7 +32,6 @@ from typing import Any, Callable, Iterable, Optional
 
 from .errors import ConfigurationError, JobStreamError
 from .executors import mpi as _mpi
-from .executors.processes import local_cpu_count
 from .objects import Args, Multiple, Object, flatten_into
 from .pipeline import FrameSpec, JobStage, Module, Pipeline, ReducerSpec
 from .runner import cpu_count as _cpu_count

@@ -10,7 +10,6 @@ calling the job.  See docs/caching.md.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from ..errors import ConfigurationError
 from .fingerprint import explain, fingerprint

@@ -8,7 +8,7 @@ of what it emitted).
 """
 from __future__ import annotations
 
-from ..executors.chain import StageFailure, Step
+from ..executors.chain import StageFailure, Step, flatten
 from ..objects import Args, Multiple
 from . import SPEC
 from .store import MISSING, Store, hash_input
@@ -47,16 +47,7 @@ class CachedStep(Step):
             # map(): values as they are (None kept), one (position, values)
             # pair per segment, as the uncached batch_call returns them
             return [(position, self._values(works))] if works else []
-        out: list = []
-        append, extend = out.append, out.extend
-        for r in self._values(works):
-            if r is None:
-                continue
-            if isinstance(r, Multiple):
-                extend(r)
-            else:
-                append(r)
-        return out
+        return flatten(self._values(works))
 
     def _values(self, works: list) -> list:
         """The job's return value for each work, from the cache if there."""

@@ -94,7 +94,7 @@ class Step:
         if batch_call is None:
             kinds = set(map(type, out))
             if NoneType in kinds or any(issubclass(k, Multiple) for k in kinds):
-                out = _flatten(out)
+                out = flatten(out)
             else:
                 self.out_kinds = kinds
         return out
@@ -110,10 +110,10 @@ class Step:
             except Exception as e:
                 raise StageFailure(self.name, work, e) from e
             out.append(r)
-        return _flatten(out)
+        return flatten(out)
 
 
-def _flatten(results: list) -> list:
+def flatten(results: list) -> list:
     """Drop ``None`` results and expand ``Multiple`` ones, in order."""
     out: list = []
     append, extend = out.append, out.extend

@@ -39,7 +39,7 @@ import threading
 import time
 from typing import Optional
 
-from ..batch import Batch, Done, Failed
+from ..batch import Batch, Done
 from ..errors import ConfigurationError, JobStreamError, RankLostError
 from ..serialization import dumps, dumps_code, loads
 from .. import shared
