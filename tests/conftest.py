@@ -9,11 +9,19 @@ import pytest
 SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', 'src'))
 
 
-def script_env(extra=None):
-    """The environment a test script runs with: this checkout's package first."""
+def script_env(extra=None, unbuffered=True):
+    """The environment a test script runs with: this checkout's package first.
+
+    ``unbuffered`` sets PYTHONUNBUFFERED so output written before a kill is
+    seen; not under mpiexec, which merges the ranks' streams: unbuffered
+    writes of one line in pieces would interleave with other ranks' lines.
+    """
     env = dict(os.environ)
     env['PYTHONPATH'] = SRC + os.pathsep + env.get('PYTHONPATH', '')
-    env.setdefault('PYTHONUNBUFFERED', '1')
+    if unbuffered:
+        env.setdefault('PYTHONUNBUFFERED', '1')
+    else:
+        env.pop('PYTHONUNBUFFERED', None)
     env.update(extra or {})
     return env
 
@@ -33,7 +41,7 @@ def run_script(tmp_path):
         proc = subprocess.run(
             [*launcher, sys.executable, str(path), *map(str, args)],
             capture_output=True, text=True, timeout=timeout,
-            env=script_env(env), cwd=cwd or tmp_path, stdin=subprocess.DEVNULL)
+            env=script_env(env, unbuffered=not launcher), cwd=cwd or tmp_path, stdin=subprocess.DEVNULL)
         if check and proc.returncode != 0:
             raise AssertionError(
                 f'{path.name} exited {proc.returncode}\n--- stdout ---\n'

@@ -230,7 +230,7 @@ def test_rank_killed_ends_run_under_command(run_script, tmp_path, victim):
 
 def _env(extra):
     from conftest import script_env
-    return script_env(extra)
+    return script_env(extra, unbuffered=False)
 
 
 def test_load_balance_slow_rank(run_script):

@@ -17,7 +17,8 @@ def js(tmp_path):
         proc = subprocess.run(
             [sys.executable, '-m', 'job_stream', *map(str, args)],
             capture_output=True, text=True, timeout=timeout, cwd=tmp_path,
-            env=script_env({'XDG_CONFIG_HOME': str(config), **(env or {})}),
+            env=script_env({'XDG_CONFIG_HOME': str(config), **(env or {})},
+                           unbuffered=False),
             stdin=subprocess.DEVNULL)
         if check and proc.returncode != 0:
             raise AssertionError(f'exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}')

@@ -75,7 +75,7 @@ def _launch(cluster, hostfile, tmp_path, *args):
         [sys.executable, '-m', 'job_stream', '--hostfile', str(hostfile), '--',
          sys.executable, str(script), *map(str, args)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        cwd=tmp_path, env=script_env(cluster))
+        cwd=tmp_path, env=script_env(cluster, unbuffered=False))
 
 
 def _leftovers(tmp_path):

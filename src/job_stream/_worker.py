@@ -20,6 +20,7 @@ from multiprocessing.connection import Connection
 
 from .batch import Failed
 from .errors import short_repr
+from .executors.base import whole_lines
 from .executors.chain import ChainRunner, failure
 from .serialization import dumps, find_unpicklable, loads
 
@@ -48,8 +49,7 @@ def _send_outcome(conn: Connection, run_id: int, outcome, last_stage: str) -> No
 
 def main() -> None:
     conn = Connection(int(sys.argv[1]))
-    sys.stdout.reconfigure(line_buffering=True)
-    sys.stderr.reconfigure(line_buffering=True)
+    whole_lines()  # the primary's forwarding threads merge the workers' streams
     random.seed()  # fresh interpreters already differ; be explicit anyway
     inbox: queue.SimpleQueue = queue.SimpleQueue()
     threading.Thread(target=_read_forever, args=(conn, inbox),

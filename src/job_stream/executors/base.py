@@ -10,6 +10,7 @@ overriding; the rest have working defaults.
 from __future__ import annotations
 
 import socket
+import sys
 from typing import Optional
 
 from ..stats import HostInfo
@@ -55,3 +56,15 @@ class Executor:
     def hosts(self) -> list:
         """What the report says of each host; default: this machine."""
         return [HostInfo(socket.gethostname().split('.')[0], self.slots)]
+
+
+def whole_lines() -> None:
+    """Make each line printed by this process one write, even under
+    ``PYTHONUNBUFFERED``, so that when several processes' output streams
+    are merged (worker streams by the primary, rank streams by mpiexec),
+    their lines never interleave mid-line."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(line_buffering=True, write_through=False)
+        except (AttributeError, ValueError):
+            pass  # replaced by the user (no reconfigure) or closed

@@ -44,7 +44,7 @@ from ..errors import ConfigurationError, JobStreamError, RankLostError
 from ..serialization import dumps, dumps_code, loads
 from .. import shared
 from ..stats import HostInfo
-from .base import Executor
+from .base import Executor, whole_lines
 from .processes import local_cpu_count, shared_pool
 
 # Seconds between heartbeats, both ways.
@@ -96,6 +96,7 @@ def world() -> Optional['World']:
             w = World()
             if w.size > 1:
                 _WORLD = w
+                whole_lines()  # the launcher merges the ranks' streams
     return _WORLD
 
 
@@ -449,7 +450,7 @@ class MPIExecutor(Executor):
         try:
             with shared.tracking() as keys:
                 data = dumps(('batch', self.run_id, batch.id, batch.chain,
-                              batch.works, batch.cuts))
+                              batch.works, batch.cuts, batch.position))
         except Exception:
             self.local.submit(batch)  # it reports the unpicklable work
             return
@@ -586,9 +587,10 @@ def serve(w: World, fingerprint: str, processes: Optional[int]) -> None:
                 pool.start(loads(msg[2]))
                 started = True
             elif kind == 'batch' and msg[1] == run_id and started:
-                _, _, batch_id, chain, works, cuts = msg
+                _, _, batch_id, chain, works, cuts, position = msg
                 pool.submit(Batch(batch_id, chain, works,
-                                  [(None, c, '?') for c in cuts]))
+                                  [(None, c, '?') for c in cuts],
+                                  position=position))
             elif kind == 'end' and msg[1] == run_id:
                 if msg[2] is not None:
                     pool.abort()

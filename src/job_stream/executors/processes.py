@@ -56,7 +56,6 @@ def worker_environment() -> dict:
            if not k.startswith(MPI_PREFIXES)}
     for name in THREAD_CAPS:
         env.setdefault(name, '1')
-    env['PYTHONUNBUFFERED'] = '1'
     return env
 
 
