@@ -331,13 +331,3 @@ def test_shared_dataset_sent_once_per_host(run_script):
     # the closure ships it with the code of every run to every rank
     assert closure['bytes_sent'] > 4 * 2 * size
 
-
-def test_mpi_doc_examples_under_mpiexec(run_script):
-    """docs/mpi.md's examples give the same output under mpiexec -n 2."""
-    import pathlib
-    from test_docs import BLOCK
-    page = pathlib.Path(__file__).parent.parent / 'docs' / 'mpi.md'
-    for m in BLOCK.finditer(page.read_text()):
-        p = run_script(m.group(2), launcher=[*MPIEXEC, '2'], timeout=180)
-        if m.group(1):
-            assert p.stdout.count(m.group(1)) == 1, p.stdout
