@@ -1,4 +1,4 @@
-"""Every ```python example in docs/*.md runs, as ``python example.py`` and
+"""Every ```python example in docs/*.md and README.md runs, as ``python example.py`` and
 as ``mpiexec -n 3 python example.py`` (scripts run unchanged under MPI).
 
 HTML comments right before a block say more about it:
@@ -27,7 +27,7 @@ MPIEXEC = ['mpiexec', '-n', '3']
 
 
 def doc_blocks():
-    for page in sorted((ROOT / 'docs').glob('*.md')):
+    for page in [ROOT / 'README.md', *sorted((ROOT / 'docs').glob('*.md'))]:
         for i, m in enumerate(BLOCK.finditer(page.read_text())):
             notes = dict(NOTE.findall(m.group(1)))
             for launcher, name in (([], 'python'), (MPIEXEC, 'mpiexec-3')):
