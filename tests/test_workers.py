@@ -185,3 +185,39 @@ with Work(range(40), report=False) as w:
     plain = subprocess.run([sys.executable, str(script)], env=script_env(),
                            capture_output=True, text=True, timeout=60)
     assert 'item/s' not in plain.stderr
+
+
+def test_heavy_reducer_does_not_stall_workers(run_script):
+    """Reducer calls run beside the dispatch loop: while the first call is
+    busy, workers go on with all the input, and what they finish meanwhile
+    reaches the reducer in one call.  (Were the call on the dispatch loop,
+    workers would get nothing new and the first call would wait in vain.)"""
+    proc = run_script('''
+        import os, time
+        from job_stream.inline import Work, Object
+        N = 200
+        os.mkdir('done')
+        with Work(range(N), processes=2, report=False) as w:
+            @w.job
+            def touch(x):
+                time.sleep(0.003)
+                open(f'done/{x}', 'w').close()
+                return x
+            @w.reduce(store=lambda: Object(calls=[], seen=None),
+                      emit=lambda s: (s.seen, s.calls))
+            def red(store, inputs, others):
+                if store.seen is None:  # first call: wait for every job
+                    deadline = time.monotonic() + 30
+                    while (len(os.listdir('done')) < N
+                           and time.monotonic() < deadline):
+                        time.sleep(0.01)
+                    store.seen = len(os.listdir('done'))
+                store.calls.append(len(inputs))
+            @w.result
+            def show(r):
+                seen, calls = r
+                print(seen, sum(calls), len(calls))
+    ''')
+    seen, total, calls = map(int, proc.stdout.split())
+    assert seen == 200 and total == 200
+    assert calls <= 3  # the first call, then the rest at once

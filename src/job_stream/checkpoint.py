@@ -383,6 +383,9 @@ def capture(proc, results: Optional[list], tracked: TrackedInput,
     Raises :class:`CheckpointError` naming the stage whose work or store
     cannot be pickled.
     """
+    if proc.closing or proc.closes_out:
+        raise JobStreamError('internal error: a checkpoint was taken while '
+                             'reducer calls were waiting; please report this')
     queue = {cid: [list(chunk) for chunk in q] for cid, q in proc.pending.items()}
     for bid in sorted(proc.inflight, reverse=True):  # in flight: queued first
         batch = proc.inflight[bid]
@@ -584,6 +587,13 @@ class Checkpointer:
     def force(self, crash: bool) -> None:
         """A job asked for a checkpoint after its work (``crash``: then exit)."""
         self._forced = bool(crash) or bool(self._forced)
+
+    def due(self) -> bool:
+        """Whether the next :meth:`tick` takes a checkpoint."""
+        return (self._stop is not None or bool(self._forced)
+                or ((self._writer is None or not self._writer.is_alive())
+                    and (self._forced is not None
+                         or time.monotonic() - self._last >= self.interval)))
 
     def tick(self, proc, results: Optional[list]) -> None:
         """Called between two applies: finish a background write, take a

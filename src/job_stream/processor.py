@@ -5,8 +5,13 @@ open reductions (store, count of outstanding work, parent), the results not
 yet handed out, the position in the input, and the statistics.  It starts no
 process, thread or socket: a runner asks it for batches
 (:meth:`Processor.next_batch`) and feeds back what executors answered
-(:meth:`Processor.apply`).  Reducer and frame callbacks run here, where their
-stores live.
+(:meth:`Processor.apply`).  Reducer and frame callbacks run where their
+stores live, on the primary process.  The busiest of them, a reducer's add
+and a frame's ``frameEnd`` (one call per batch of works leaving a module),
+are handed out as :class:`CloseTask` s (:meth:`Processor.next_close`) that
+the runner runs off its dispatch loop, so workers stay fed while a heavy
+reducer works; works arriving meanwhile for the same reduction wait in one
+task, so the next call receives them all at once.
 
 Scheduling is depth-first: the chain nearest the output with queued work is
 served first, so results stream out early and memory stays bounded by the
@@ -30,6 +35,7 @@ drops by one.
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections import deque
 from typing import Any, Iterator, Optional
@@ -56,6 +62,26 @@ class Reduction:
         self.first = first      # the work that opened it (frames)
 
 
+class CloseTask:
+    """Works waiting for one reduction's closer: the reducer's add (or the
+    frame's ``frameEnd``), to be called once with all of them.
+
+    :meth:`Processor.run_close` makes the call (on any thread: it touches
+    only this task, the reduction's store and its closer) and
+    :meth:`Processor.apply_close` routes what it produced.
+    """
+
+    __slots__ = ('red', 'works', 'emitted', 'recurred', 'error', 'wall', 'cpu')
+
+    def __init__(self, red: Reduction):
+        self.red = red
+        self.works: list = []
+        self.emitted: list = []
+        self.recurred: list = []
+        self.error: Optional[BaseException] = None
+        self.wall = self.cpu = 0.0
+
+
 class Processor:
     """Owns the state of one run; see the module documentation.
 
@@ -80,6 +106,9 @@ class Processor:
         self.pending_items = 0
         self.inflight: dict = {}
         self.reductions: dict = {}
+        self.closing: dict = {}  # reduction id -> CloseTask not handed out
+        self.closes_out: set = set()  # reductions whose CloseTask is out
+        self._locks = {cid: threading.Lock() for cid in closers}
         self.sizers = {c.id: BatchSizer() for c in pipeline.chains}
         self.stats = Stats(pipeline)
         self.results: list = []
@@ -135,6 +164,53 @@ class Processor:
             raise self._user_error(outcome)
         else:
             raise TypeError(f'not an outcome: {outcome!r}')
+
+    def next_close(self) -> Optional[CloseTask]:
+        """Take the oldest reduction's waiting works for its closer, or None.
+
+        One task per reduction is out at a time (its store is being
+        changed); works arriving meanwhile wait for the next task.
+        """
+        for rid in self.closing:
+            if rid not in self.closes_out:
+                self.closes_out.add(rid)
+                return self.closing.pop(rid)
+        return None
+
+    def run_close(self, task: CloseTask) -> None:
+        """Call the closer on ``task``'s works (user code; any thread)."""
+        red = task.red
+        closer = self.closers[red.close]
+        wall, cpu = time.perf_counter(), time.thread_time()
+        try:
+            with self._locks[red.close]:
+                task.emitted, task.recurred = closer._add(red.store, task.works)
+        except BaseException as e:  # re-raised by apply_close, on the loop
+            task.error = annotate(
+                e, self.pipeline.nodes[red.close].closer.name, task.works)
+        task.wall = time.perf_counter() - wall
+        task.cpu = time.thread_time() - cpu
+
+    def apply_close(self, task: CloseTask) -> None:
+        """Route what a :meth:`run_close` call produced."""
+        red = task.red
+        self.closes_out.discard(red.id)
+        self.stats.callback(task.wall, task.cpu)
+        if task.error is not None:
+            raise task.error
+        node = self.pipeline.nodes[red.close]
+        self._route(task.recurred, node.first, red, node.closer.name)
+        self._route(task.emitted, node.next, red.parent, node.closer.name)
+        self._release(red, len(task.works))
+
+    def run_closes(self) -> None:
+        """Run every waiting closer call here and now, until none is left
+        (before a checkpoint; the caller has none out)."""
+        task = self.next_close()
+        while task is not None:
+            self.run_close(task)
+            self.apply_close(task)
+            task = self.next_close()
 
     def take_results(self) -> list:
         """Hand out the results that left the pipeline since the last call."""
@@ -232,12 +308,12 @@ class Processor:
             self.pending[node_id].append([red, works, producer, 0, position])
             self.pending_items += len(works)
             red.count += len(works)
-        elif isinstance(node, Close):
-            closer = self.closers[node_id]
-            emitted, recurred = self._callback(
-                node.closer.name, works, closer._add, red.store, works)
-            self._route(recurred, node.first, red, node.closer.name)
-            self._route(emitted, node.next, red.parent, node.closer.name)
+        elif isinstance(node, Close):  # red.close == node_id
+            task = self.closing.get(red.id)
+            if task is None:
+                task = self.closing[red.id] = CloseTask(red)
+            task.works.extend(works)
+            red.count += len(works)
         else:
             for work in works:
                 self._enter(node, red, work)
@@ -249,7 +325,7 @@ class Processor:
         parent.count += 1
         closer = self.closers[enter.close]
         emitted, recurred = self._callback(
-            enter.closer.name, work, closer._first, red.store, work)
+            enter.close, work, closer._first, red.store, work)
         red.count += 1  # hold while routing what the frame started
         self._route(recurred, enter.first, red, enter.closer.name)
         self._route(emitted, self.pipeline.nodes[enter.close].next, parent,
@@ -269,8 +345,7 @@ class Processor:
             closer = self.closers[red.close]
             red.count += 1  # hold while routing what handleDone produced
             emitted, recurred = self._callback(
-                close.closer.name, red.store, closer._done, red.store,
-                red.first)
+                red.close, red.store, closer._done, red.store, red.first)
             self._route(recurred, close.first, red, close.closer.name)
             self._route(emitted, close.next, red.parent, close.closer.name)
             red.count -= 1
@@ -316,18 +391,22 @@ class Processor:
 
     def _open_store(self, enter: Enter) -> Any:
         closer = self.closers[enter.close]
-        return self._callback(enter.closer.name, None, closer._open)
+        return self._callback(enter.close, None, closer._open)
 
-    def _callback(self, stage: str, work: Any, fn, *args):
-        """Run a reducer/frame callback, timing it and naming it on failure."""
-        wall, cpu = time.perf_counter(), time.process_time()
+    def _callback(self, close: int, work: Any, fn, *args):
+        """Run a reducer/frame callback, timing it and naming it on failure.
+
+        Never at the same time as a :meth:`run_close` of the same closer
+        (its instance collects what the user's code emits)."""
+        wall, cpu = time.perf_counter(), time.thread_time()
         try:
-            return fn(*args)
+            with self._locks[close]:
+                return fn(*args)
         except Exception as e:
-            raise annotate(e, stage, work)
+            raise annotate(e, self.pipeline.nodes[close].closer.name, work)
         finally:
             self.stats.callback(time.perf_counter() - wall,
-                                time.process_time() - cpu)
+                                time.thread_time() - cpu)
 
     def _user_error(self, failed: Failed) -> BaseException:
         error = failed.error

@@ -7,6 +7,7 @@ repeat until the Processor says the run is finished; then print the report.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import os
 import sys
@@ -21,12 +22,15 @@ from .executors import mpi as _mpi
 from .executors.inline import InlineExecutor
 from .executors.processes import local_cpu_count, shared_pool
 from .pipeline import Close, Pipeline
-from .processor import Processor
+from .processor import CloseTask, Processor
 
 # Longest time the loop blocks waiting for outcomes before it looks around
 # (deadlines, progress line); a liveness bound, not a polling interval: the
 # wait returns as soon as any outcome arrives.
 LOOP_SECONDS = 0.5
+# How long the loop waits for workers while a reducer call runs beside it,
+# before it looks whether that call has finished.
+CLOSE_POLL_SECONDS = 0.002
 # Seconds between progress line updates.
 PROGRESS_SECONDS = 0.25
 
@@ -116,8 +120,10 @@ def run(pipeline: Pipeline, work: Iterable, *,
     progress = _Progress(source) if show_progress and _is_tty() else None
     if ckpt is not None:
         ckpt.install_signals()
+    closes = _CloseThread(proc)
     try:
         while not proc.finished:
+            closes.step()  # what a finished reducer call routes is sent now
             for executor, kind in executors:
                 for short_only in (False, True):
                     while executor.room(short_only):
@@ -125,9 +131,14 @@ def run(pipeline: Pipeline, work: Iterable, *,
                         if batch is None:
                             break
                         executor.submit(batch)
+            calling = closes.step()  # input read may go straight to a reducer
             outcomes = inline.wait(0)
             if pool is not None and pool.in_flight():
-                outcomes += pool.wait(0 if outcomes else LOOP_SECONDS)
+                outcomes += pool.wait(0 if outcomes else CLOSE_POLL_SECONDS
+                                      if calling else LOOP_SECONDS)
+            elif calling:
+                if not outcomes:
+                    closes.wait(LOOP_SECONDS)
             elif (not outcomes and not proc.finished and proc.input_done
                   and not proc.pending_items):
                 raise JobStreamError(
@@ -143,7 +154,11 @@ def run(pipeline: Pipeline, work: Iterable, *,
                             'checkpointing is off: pass checkpointFile= or set '
                             'JOBS_CHECKPOINT.')
                     ckpt.force(outcome.checkpoint)
+            closes.step()
             _deliver(proc.take_results(), handle_result, results)
+            if ckpt is not None and not proc.finished and ckpt.due():
+                closes.settle()  # may finish the run
+                _deliver(proc.take_results(), handle_result, results)
             if ckpt is not None and not proc.finished:
                 ckpt.tick(proc, results)
             if progress is not None:
@@ -161,6 +176,7 @@ def run(pipeline: Pipeline, work: Iterable, *,
         if world is not None:
             pool.end()
     finally:
+        closes.shutdown()
         if ckpt is not None:
             ckpt.close()
         if progress is not None:
@@ -182,6 +198,51 @@ def run(pipeline: Pipeline, work: Iterable, *,
             print(proc.stats.report(hosts, time.perf_counter() - started),
                   file=sys.stderr, flush=True)
     return results
+
+
+class _CloseThread:
+    """Runs the Processor's reducer adds and frameEnds (:class:`CloseTask`)
+    one at a time on a thread beside the dispatch loop, so that a heavy
+    reducer does not leave the workers without work."""
+
+    def __init__(self, proc: Processor):
+        self._proc = proc
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix='job_stream-reducers')
+        self._task: Optional[CloseTask] = None
+        self._future: Optional[concurrent.futures.Future] = None
+
+    def step(self) -> bool:
+        """Apply a finished call, start the next; True while one runs."""
+        if self._future is not None and self._future.done():
+            self._apply()
+        if self._future is None:
+            task = self._proc.next_close()
+            if task is not None:
+                self._task = task
+                self._future = self._pool.submit(self._proc.run_close, task)
+        return self._future is not None
+
+    def wait(self, timeout: float) -> None:
+        """Wait, at most ``timeout`` seconds, for the running call to end."""
+        if self._future is not None:
+            concurrent.futures.wait([self._future], timeout)
+
+    def settle(self) -> None:
+        """Finish the running call and make the waiting ones here, so the
+        Processor's state holds no half-reduced work (before a checkpoint).
+        Waits as long as the user's reducer call takes."""
+        if self._future is not None:
+            self._future.result()
+            self._apply()
+        self._proc.run_closes()
+
+    def _apply(self) -> None:
+        task, self._task, self._future = self._task, None, None
+        self._proc.apply_close(task)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False)
 
 
 def _deliver(batch: list, handle_result, results: Optional[list]) -> None:
