@@ -48,3 +48,21 @@ def run_script(tmp_path):
                 f'{proc.stdout}\n--- stderr ---\n{proc.stderr}')
         return proc
     return run
+
+
+def kill_when(proc, ready, timeout=60):
+    """SIGKILL ``proc`` as soon as ``ready()`` is true (polled every 5 ms).
+
+    Returns True if it was killed, False if it ended first; fails the test
+    if neither happens within ``timeout`` seconds.
+    """
+    import signal
+    import time
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        assert time.monotonic() < deadline, 'no progress to kill after'
+        if ready():
+            proc.send_signal(signal.SIGKILL)
+            return True
+        time.sleep(0.005)
+    return False
