@@ -50,11 +50,12 @@ def run_script(tmp_path):
     return run
 
 
-def kill_when(proc, ready, timeout=60):
-    """SIGKILL ``proc`` as soon as ``ready()`` is true (polled every 5 ms).
+def kill_when(proc, ready, timeout=60, pid=None):
+    """SIGKILL ``proc`` (or the process ``pid()`` names, e.g. rank 0 under
+    ``mpiexec``) as soon as ``ready()`` is true, polled every 5 ms.
 
-    Returns True if it was killed, False if it ended first; fails the test
-    if neither happens within ``timeout`` seconds.
+    Returns True if it was killed, False if ``proc`` ended first; fails the
+    test if neither happens within ``timeout`` seconds.
     """
     import signal
     import time
@@ -62,7 +63,7 @@ def kill_when(proc, ready, timeout=60):
     while proc.poll() is None:
         assert time.monotonic() < deadline, 'no progress to kill after'
         if ready():
-            proc.send_signal(signal.SIGKILL)
+            os.kill(pid() if pid else proc.pid, signal.SIGKILL)
             return True
         time.sleep(0.005)
     return False

@@ -31,8 +31,9 @@ pilot, output = int(sys.argv[1]), sys.argv[2]
 checkpoint = sys.argv[3] if len(sys.argv) > 3 else None
 options = ({'checkpointFile': checkpoint, 'checkpointInterval': 0.05}
            if checkpoint else {})
-with open(f'rank-{getRank()}.pid', 'w') as f:
+with open(f'rank-{getRank()}.pid.new', 'w') as f:   # whole when it appears
     f.write(str(os.getpid()))
+os.replace(f'rank-{getRank()}.pid.new', f'rank-{getRank()}.pid')
 combos = 4
 assert getCpuCount() // combos <= pilot, 'raise the pilot: this machine has more cores'
 with sweep({'a': [1.0, 2.0], 'noise': [0.1, 0.2]}, seed=5, output=output,
@@ -150,3 +151,39 @@ def test_sweep_under_mpi_matches_local(tmp_path, uninterrupted, run_script):
     rank_of = {int((tmp_path / f'rank-{r}.pid').read_text()): r for r in range(3)}
     ranks = {rank_of[p] for p in parents}
     assert len(ranks) >= 2, f'trials ran on ranks {ranks} only'
+
+
+@pytest.mark.slow
+def test_sweep_under_mpi_killed_resumes_to_the_same_table(tmp_path, uninterrupted):
+    """Rank 0 (the primary, holding the checkpoint) is SIGKILLed twice under
+    ``mpiexec -n 3``; the same command resumes to the uninterrupted table."""
+    (tmp_path / 'script.py').write_text(SCRIPT)
+    command = ['mpiexec', '-n', '3', sys.executable, 'script.py', str(pilot()),
+               'table.csv', 'run.chk']
+    rank0 = tmp_path / 'rank-0.pid'
+    kills = runs = 0
+    while True:
+        runs += 1
+        assert runs <= 5, 'the sweep does not finish'
+        start = lines(tmp_path / 'trials.log')
+        rank0.unlink(missing_ok=True)
+        proc = subprocess.Popen(command, cwd=tmp_path,
+                                env=script_env(unbuffered=False),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, stdin=subprocess.DEVNULL)
+        if kills < 2:
+            ready = lambda: (rank0.exists() and (tmp_path / 'run.chk').exists()
+                             and lines(tmp_path / 'trials.log') >= start + 25)
+            # the kill goes to rank 0, not to mpiexec
+            kills += kill_when(proc, ready, pid=lambda: int(rank0.read_text()))
+        out, err = proc.communicate(timeout=120)
+        if proc.returncode == 0:
+            break
+        assert not (tmp_path / 'table.csv').exists(), err
+    assert kills == 2
+    assert 'Resuming from the checkpoint' in err
+    assert out.count('y_err') == 1
+    expected_rows, expected_runs = uninterrupted
+    assert read_table(tmp_path / 'table.csv') == expected_rows
+    calls, _ = trials_run(tmp_path)
+    assert set(calls) == set(expected_runs)
