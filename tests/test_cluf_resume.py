@@ -190,6 +190,14 @@ def test_dispatch_subjob_sigterm_then_resubmit(tmp_path):
     assert all(after[a] == 1 for a in range(0, n, 2))        # bin 0 never reran
     status = cluf('status', jobs, cwd=tmp_path, check=0).stdout
     assert 'done         2  bins 0-1' in status
+    # --fresh forgets the finished bins and the checkpoints (and .done markers)
+    assert (jobs / 'checkpoints' / 'subjob-0.chk.done').exists()
+    cluf(*dispatch, '--fresh', cwd=tmp_path, env=env, check=0)
+    assert not list((jobs / 'checkpoints').iterdir())
+    run = subprocess.run(bash(0), capture_output=True, text=True, timeout=120,
+                         env=script_env(env), stdin=subprocess.DEVNULL)
+    assert run.returncode == 0, run.stderr
+    assert all(after[a] + 1 == n for a, n in counts(tmp_path).items() if a % 2 == 0)
 
 
 def test_failed_bins_rerun_despite_done_marker(tmp_path):
