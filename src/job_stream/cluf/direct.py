@@ -2,9 +2,10 @@
 
 The arguments are read lazily from the script's iterable (a generator is
 never held whole), filtered to the selected bins, and run through
-:class:`job_stream.inline.Work` like any other pipeline: one job, no results
-kept.  A failing argument stops the run (the default) or, with
-``keep_going``, is recorded and summarized at the end.
+:class:`job_stream.inline.Work` like any other pipeline: one job, whose only
+results are the failing arguments.  A failing argument stops the run (the
+default) or, with ``keep_going``, is kept as a result (checkpointed with the
+run's state) and summarized at the end.
 """
 from __future__ import annotations
 
