@@ -48,3 +48,22 @@ def run_script(tmp_path):
                 f'{proc.stdout}\n--- stderr ---\n{proc.stderr}')
         return proc
     return run
+
+
+def kill_when(proc, ready, timeout=60, pid=None):
+    """SIGKILL ``proc`` (or the process ``pid()`` names, e.g. rank 0 under
+    ``mpiexec``) as soon as ``ready()`` is true, polled every 5 ms.
+
+    Returns True if it was killed, False if ``proc`` ended first; fails the
+    test if neither happens within ``timeout`` seconds.
+    """
+    import signal
+    import time
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        assert time.monotonic() < deadline, 'no progress to kill after'
+        if ready():
+            os.kill(pid() if pid else proc.pid, signal.SIGKILL)
+            return True
+        time.sleep(0.005)
+    return False

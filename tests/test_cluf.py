@@ -13,7 +13,6 @@ from job_stream.cluf.bins import (BinSpecError, format_bins, make_binner,
                                   parse_bins, parse_selector, stable_hash)
 from job_stream.cluf.direct import default_processes
 from job_stream.cluf.options import OptionError, merge, parse_env
-from job_stream.inline import RUN_OPTIONS
 
 
 # -- bins, hashing, keys (unit) ------------------------------------------------
@@ -182,7 +181,8 @@ def test_failing_argument_stops_or_keeps_going(tmp_path):
     (['-b', '1/x'], 'expected "x/y"'), (['-b', '4/4'], 'bin 4 is out of range'),
     (['-b', '0/2', '-x', '0,,1'], 'malformed'),
     (['-b', '0/2', '-x', '0', '-k', '1'], 'mutually exclusive'),
-    (['-p', 'many'], 'processes must be a positive integer')])
+    (['-p', 'many'], 'processes must be a positive integer'),
+    (['--checkpoint-interval', 'soon'], 'checkpoint_interval must be a number of seconds')])
 def test_bad_command_lines(tmp_path, args, msg):
     script = write_script(tmp_path)
     proc = cluf(script, *args, cwd=tmp_path, check=2)
@@ -213,14 +213,9 @@ def test_options_from_script_and_rc_file(tmp_path):
 def test_checkpoint_option(tmp_path):
     script = write_script(tmp_path, n=4)
     ckpt = tmp_path / 'run.chk'
-    if 'checkpointFile' in RUN_OPTIONS:
-        cluf(script, '-c', ckpt, '-p', 1, cwd=tmp_path, check=0)
-        ran_once(tmp_path, 4)
-        assert ckpt.exists() or (tmp_path / 'run.chk.done').exists()
-    else:
-        proc = cluf(script, '-c', ckpt, cwd=tmp_path, check=2)
-        assert '--checkpoint needs the checkpoint support' in proc.stderr
-        assert not calls(tmp_path)
+    cluf(script, '-c', ckpt, '-p', 1, cwd=tmp_path, check=0)
+    ran_once(tmp_path, 4)
+    assert (tmp_path / 'run.chk.done').exists() and not ckpt.exists()
 
 
 def test_direct_with_jobs_dir_resumes_finished_bins(tmp_path):

@@ -6,13 +6,15 @@ import traceback
 
 import click
 
+from ..checkpoint import CheckpointError
 from .bins import BinSpecError
 from .direct import (ScriptError, Terminated, load_script, run_direct,
                      terminate_on_sigterm)
 from .dispatch import SchedulerError, dispatch, status
 from .options import OptionError, merge, read_rc
 
-USER_ERRORS = (OptionError, BinSpecError, ScriptError, SchedulerError)
+USER_ERRORS = (OptionError, BinSpecError, ScriptError, SchedulerError,
+               CheckpointError)
 
 
 class _DefaultRun(click.Group):
@@ -45,6 +47,7 @@ def _flag(name, help):
               help='direct (default) or dispatch (default when -n or -i is given)')
 @click.option('-p', '--processes', help='worker processes (default: all cores)')
 @click.option('-c', '--checkpoint', help='checkpoint file of a direct run')
+@click.option('--checkpoint-interval', help='seconds between checkpoints (default 600)')
 @click.option('-b', '--bins', help='run only bins "x/y", e.g. "3/10" or "0-2,5/10"')
 @click.option('-x', '--hash', 'hash_', help='bin by a stable hash of these arguments, '
               'e.g. "0-2,5,my_kwarg"')

@@ -2,9 +2,10 @@
 
 The arguments are read lazily from the script's iterable (a generator is
 never held whole), filtered to the selected bins, and run through
-:class:`job_stream.inline.Work` like any other pipeline: one job, no results
-kept.  A failing argument stops the run (the default) or, with
-``keep_going``, is recorded and summarized at the end.
+:class:`job_stream.inline.Work` like any other pipeline: one job, whose only
+results are the failing arguments.  A failing argument stops the run (the
+default) or, with ``keep_going``, is kept as a result (checkpointed with the
+run's state) and summarized at the end.
 """
 from __future__ import annotations
 
@@ -18,10 +19,9 @@ from typing import Iterable, Optional
 import cloudpickle
 
 from ..errors import short_repr
-from ..inline import RUN_OPTIONS, Work
+from ..inline import Work
 from . import state
 from .bins import call_parts, format_bins, make_binner, parse_bins
-from .options import OptionError
 
 # Failures printed with their whole traceback at the end of a run; the rest
 # get one line each, so a systematic failure does not bury the summary.
@@ -155,7 +155,11 @@ class CallTarget:
                 e.add_note(f'cluf: argument #{position} (bin {bin}): '
                            f'{short_repr(value)}')
                 raise
-            return Failure(position, bin, short_repr(value), traceback.format_exc())
+            tb = traceback.format_exc()
+            # said at once, from the worker (stderr reaches the terminal)
+            print(f'cluf: argument #{position} (bin {bin}) failed: '
+                  f'{tb.strip().splitlines()[-1]}', file=sys.stderr, flush=True)
+            return Failure(position, bin, short_repr(value), tb)
         return None
 
 
@@ -181,12 +185,9 @@ def run_direct(module, opts: dict, record_dir: Optional[str] = None,
     if processes:
         run_options['processes'] = processes
     if opts['checkpoint']:
-        if 'checkpointFile' not in RUN_OPTIONS:
-            raise OptionError(
-                '--checkpoint needs the checkpoint support of job_stream, which '
-                'this installation lacks; a dispatch still skips finished bins '
-                '(see cluf status).')
         run_options['checkpointFile'] = opts['checkpoint']
+    if opts['checkpoint_interval'] is not None:
+        run_options['checkpointInterval'] = opts['checkpoint_interval']
     mine = set(bins) if bins is not None else {0}
     if record_dir is not None:
         state.check_shape(record_dir, shape(module, opts, total), opts['fresh'])
@@ -198,19 +199,18 @@ def run_direct(module, opts: dict, record_dir: Optional[str] = None,
             if not mine:
                 return 0
             bins = frozenset(mine)
+        if opts['checkpoint']:
+            _forget_checkpoint(opts['checkpoint'], mine, total, opts['fresh'], out)
         state.mark(record_dir, mine, 'running')
     counts: dict = {}
-    failures: list = []
     items = _select(find_args(module, opts['args']), binner, bins, counts)
     try:
-        with Work(items, **run_options) as w:
-            w.job(CallTarget(target, opts['keep_going']))
-
-            @w.result
-            def failed(f):
-                failures.append(f)
-                print(f'cluf: argument #{f.position} (bin {f.bin}) failed: '
-                      f'{f.traceback.strip().splitlines()[-1]}', file=out, flush=True)
+        # Failures are the run's results, not a result handler's side
+        # effect: results are checkpointed state, so failures from before a
+        # resume still reach the summary (exactly once).
+        w = Work(items, **run_options)
+        w.job(CallTarget(target, opts['keep_going']))
+        failures = w.run() or []
     except BaseException as e:
         if record_dir is not None:
             state.mark(record_dir, mine, 'failed',
@@ -229,6 +229,22 @@ def run_direct(module, opts: dict, record_dir: Optional[str] = None,
         _summarize(failures, sum(counts.values()), out)
         return 1
     return 0
+
+
+def _forget_checkpoint(path: str, bins: set, total: int, fresh: bool,
+                       out) -> None:
+    """Before bins of a jobs folder run: with ``fresh`` their checkpoint is
+    forgotten too.  Else the folder says these bins are not done, so a
+    ``.done`` marker of their checkpoint is from an attempt that finished
+    with failing arguments (or was killed before marking its bins): it is
+    stale, and would refuse the run."""
+    stale = [path, path + '.journal', path + '.done'] if fresh else [path + '.done']
+    why = '--fresh' if fresh else 'the jobs folder says they are not done'
+    for p in stale:
+        if os.path.exists(p):
+            print(f'cluf: removing {p}: bins {format_bins(bins, total)} run '
+                  f'again ({why}).', file=out, flush=True)
+            os.unlink(p)
 
 
 def shape(module, opts: dict, total: int) -> dict:

@@ -20,7 +20,6 @@ import subprocess
 import sys
 from typing import Dict, List, Optional
 
-from ..inline import RUN_OPTIONS
 from . import state
 from .bins import format_bins
 from .direct import find_args, find_target, shape
@@ -144,6 +143,8 @@ def run_command(script_path: str, opts: dict, bins_expr: str, jobs_dir: str,
         words += ['--key', q(opts['key'])]
     if checkpoint:
         words += ['--checkpoint', checkpoint]
+    if opts['checkpoint_interval'] is not None:
+        words += ['--checkpoint-interval', f"{opts['checkpoint_interval']:g}"]
     return ' '.join(words)
 
 
@@ -195,9 +196,10 @@ def dispatch(module, script_path: str, opts: dict, out=sys.stderr) -> int:
     done = state.done_bins(jobs_dir)
     target = opts['target']
     sched_opts = opts['slurm_options' if scheduler == 'slurm' else 'pbs_options']
-    with_checkpoints = 'checkpointFile' in RUN_OPTIONS
-    if with_checkpoints:
-        os.makedirs(os.path.join(jobs_dir, 'checkpoints'), exist_ok=True)
+    checkpoints = os.path.join(jobs_dir, 'checkpoints')
+    if opts['fresh']:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    os.makedirs(checkpoints, exist_ok=True)
     submissions = []  # (script path, extra submit arguments, description, units)
     record = state.read_json(os.path.join(jobs_dir, 'dispatch.json')) or {}
     if record.get('array') != opts['array'] or record.get('subjobs') != n:
@@ -216,8 +218,8 @@ def dispatch(module, script_path: str, opts: dict, out=sys.stderr) -> int:
             f'[ -n "$task" ] || {{ echo "usage: bash $0 TASK (0 to {tasks - 1})" >&2; exit 2; }}',
             f'first=$((task * {per_task})); last=$((first + {per_task - 1}))',
             f'[ $last -le {n - 1} ] || last={n - 1}']
-        ckpt = (shlex.quote(os.path.join(jobs_dir, 'checkpoints')) + '/task-$task.chk'
-                if with_checkpoints else None)
+        # named by its bins: another --max-array-size gives tasks other bins
+        ckpt = shlex.quote(checkpoints) + '/bins-$first-$last.chk'
         line = run_command(script_path, opts, f'"$first-$last/{n}"', jobs_dir, ckpt)
         path = os.path.join(jobs_dir, 'array.sh')
         _write(path, script_text(scheduler, opts, header, line, preamble))
@@ -234,10 +236,9 @@ def dispatch(module, script_path: str, opts: dict, out=sys.stderr) -> int:
             header = directives(scheduler, sched_opts, target=target, subjob=i,
                                 num_subjobs=n, jobs_dir=jobs_dir,
                                 processes=opts['processes'])
-            ckpt = (os.path.join(jobs_dir, 'checkpoints', f'subjob-{i}.chk')
-                    if with_checkpoints else None)
+            ckpt = os.path.join(checkpoints, f'subjob-{i}.chk')
             line = run_command(script_path, opts, f'{i}/{n}', jobs_dir,
-                               ckpt and shlex.quote(ckpt))
+                               shlex.quote(ckpt))
             path = os.path.join(jobs_dir, f'subjob-{i}.sh')
             _write(path, script_text(scheduler, opts, header, line))
             if i not in done and i not in alive:

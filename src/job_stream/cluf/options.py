@@ -22,6 +22,7 @@ OPTIONS: Dict[str, tuple] = {
     'args': ('args', 'name of the iterable (or function returning one) of arguments'),
     'processes': (None, 'worker processes (default: all cores)'),
     'checkpoint': (None, 'checkpoint file of a direct run'),
+    'checkpoint_interval': (None, 'seconds between checkpoints (default 600)'),
     'bins': (None, 'run only bins "x/y", e.g. "3/10" or "0-2,5/10"'),
     'hash': (None, 'bin by a stable hash of these arguments: "0-2,5,name"'),
     'key': (None, 'take the bin from this argument (position or name)'),
@@ -155,9 +156,24 @@ def _positive_int(value: Any, name: str) -> Optional[int]:
     return n
 
 
+def _seconds(value: Any, name: str) -> Optional[float]:
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if isinstance(value, bool) or not seconds >= 0:
+        raise OptionError(f'{name} must be a number of seconds >= 0, not '
+                          f'{value!r}.')
+    return seconds
+
+
 def _coerce(o: dict) -> dict:
     for name in ('processes', 'nodes', 'iterations', 'max_array_size'):
         o[name] = _positive_int(o[name], name)
+    o['checkpoint_interval'] = _seconds(o['checkpoint_interval'],
+                                        'checkpoint_interval')
     for name in ('keep_going', 'queue', 'array', 'fresh', 'show_progress', 'report'):
         if not isinstance(o[name], bool):
             raise OptionError(f'{name} must be true or false, not {o[name]!r}.')
