@@ -101,10 +101,9 @@ def test_rank_functions_and_every_rank_works(run_script):
     import os, time
     from job_stream.inline import Work, getRank, getCpuCount, getHostCpuCount
     print('RANK', getRank(), getCpuCount(), getHostCpuCount(), flush=True)
-    os.environ['TEST_RANK'] = str(getRank())   # inherited by this rank's workers
     def job(x):
         time.sleep(0.02)
-        return os.environ['TEST_RANK']
+        return str(getRank())   # in a worker process of that rank
     w = Work(range(120), processes=1)
     w.job(job)
     out = w.run()

@@ -85,6 +85,8 @@ def launcher_size() -> int:
 
 _WORLD = None
 _WORLD_CHECKED = False
+# Set by a rank for its worker processes, which have no MPI of their own.
+RANK_VARIABLE = 'JOB_STREAM_RANK'
 
 
 def world() -> Optional['World']:
@@ -96,13 +98,18 @@ def world() -> Optional['World']:
             w = World()
             if w.size > 1:
                 _WORLD = w
+                # this rank's worker processes (no MPI of their own) inherit it
+                os.environ[RANK_VARIABLE] = str(w.rank)
                 whole_lines()  # the launcher merges the ranks' streams
     return _WORLD
 
 
 def rank() -> int:
+    """This rank, also inside its worker processes; 0 without MPI."""
     w = world()
-    return w.rank if w is not None else 0
+    if w is not None:
+        return w.rank
+    return int(os.environ.get(RANK_VARIABLE, 0))
 
 
 def cpu_count(processes: Optional[int] = None) -> Optional[int]:
