@@ -12,8 +12,10 @@ interleaved medians move much less.
 1. throughput: items/s of a trivial job (``x + 1``) through ``job_stream.map``
    and through a 2-stage inline pipeline (two ``@w.job``, ``@w.result``
    summing), vs ``multiprocessing.Pool.imap`` (hand-tuned chunksize),
-   ``concurrent.futures.ProcessPoolExecutor.map`` (chunksize) and
-   ``joblib.Parallel``.  Goal: job_stream.map >= 0.5x Pool.imap, > joblib.
+   ``concurrent.futures.ProcessPoolExecutor.map`` (chunksize),
+   ``joblib.Parallel`` and a ``dask.bag`` on a local ``dask.distributed``
+   cluster of 2 single-threaded worker processes (partitions of the same
+   size as the chunks).  Goal: job_stream.map >= 0.5x Pool.imap, > joblib.
 2. efficiency: 10 ms CPU-bound items (a busy loop calibrated to 10 ms, not a
    sleep): serial time of the same items measured in the same round, divided
    by (workers x wall time).  Goal: >= the best peer's.
@@ -93,15 +95,25 @@ class Peers:
         import joblib
         self.joblib = joblib
         self.parallel = joblib.Parallel(n_jobs=workers)
+        import dask.bag
+        from dask.distributed import Client, LocalCluster
+        self.bag = dask.bag
+        self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
+                                    processes=True, dashboard_address=None)
+        self.client = Client(self.cluster)  # dask.bag computes on it
         # warm up everything
         self.pool.map(inc, range(100))
         list(self.ppe.map(inc, range(100)))
         self.parallel(joblib.delayed(inc)(i) for i in range(100))
+        self.bag.from_sequence(range(100), npartitions=2).map(inc).sum().compute()
+        self.client.gather(self.client.map(inc, range(100)))
         job_stream.map(inc, range(100), report=False)
 
     def close(self):
         self.pool.terminate()
         self.ppe.shutdown()
+        self.client.close()
+        self.cluster.close()
 
 
 def js_map(func, items):
@@ -136,6 +148,9 @@ def throughput_contenders(peers, n):
             sum(list(peers.ppe.map(inc, range(n), chunksize=CHUNKSIZE))), expect),
         'joblib.Parallel': lambda: check(sum(peers.parallel(
             peers.joblib.delayed(inc)(i) for i in range(n))), expect),
+        f'dask.bag(partition_size={CHUNKSIZE})': lambda: check(
+            peers.bag.from_sequence(range(n), partition_size=CHUNKSIZE)
+            .map(inc).sum().compute(), expect),
     }
 
 
@@ -154,6 +169,8 @@ def task_contenders(peers, sizes):
             list(peers.ppe.map(spin, sizes))),
         'joblib.Parallel': lambda: check(peers.parallel(
             peers.joblib.delayed(spin)(s) for s in sizes)),
+        'dask Client.map': lambda: check(peers.client.gather(
+            peers.client.map(spin, sizes, pure=False))),
     }
 
 
