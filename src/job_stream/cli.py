@@ -177,10 +177,10 @@ def resolve_hosts(hostfile: Optional[str], host_list: Optional[str]) -> list:
         return parse_host_option(host_list)
     if hostfile:
         return read_hostfile(hostfile)
-    configured = read_config().get('hostfile')
     from_allocation = allocation_hosts()
     if from_allocation:
         return from_allocation
+    configured = read_config().get('hostfile')
     if configured:
         return read_hostfile(configured)
     return []  # this machine alone
@@ -240,6 +240,12 @@ def _wait_child(proc) -> int:
 
 
 def mpiexec() -> str:
+    """The MPI launcher: the one installed beside this Python first (where
+    ``pip install "job_stream[mpi]"`` puts it, matching mpi4py; also no
+    version-manager shim to go through), else ``mpiexec``/``mpirun`` on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), 'mpiexec')
+    if os.access(beside, os.X_OK):
+        return beside
     found = shutil.which('mpiexec') or shutil.which('mpirun')
     if found is None:
         raise click.ClickException(
@@ -285,6 +291,19 @@ def _run_mpi(command: list, hosts: list, env: dict) -> int:
 
 
 def _is_open_mpi(exe: str) -> bool:
+    """True for Open MPI's launcher, False for MPICH's Hydra (and Intel MPI).
+
+    Told from the files installed beside it when possible: asking
+    ``mpiexec --version`` costs a process start (~0.1 s, more through a
+    version-manager shim)."""
+    real = os.path.realpath(exe)
+    folder = os.path.dirname(real)
+    if (os.path.basename(real) in ('orterun', 'prterun')
+            or os.path.exists(os.path.join(folder, 'ompi_info'))):
+        return True
+    if any(os.path.exists(os.path.join(folder, name))
+           for name in ('hydra_pmi_proxy', 'mpichversion', 'impi_info')):
+        return False
     try:
         out = subprocess.run([exe, '--version'], capture_output=True, text=True,
                              timeout=10).stdout
@@ -310,6 +329,29 @@ def _supervise(proc, listener) -> int:
     """Wait for mpiexec; kill its process group when rank 0 is gone."""
     sel = selectors.DefaultSelector()
     sel.register(listener, selectors.EVENT_READ)
+    exited = _exit_notifier(proc)
+    if exited is not None:
+        sel.register(exited, selectors.EVENT_READ)
+    try:
+        return _supervise_loop(proc, listener, sel, exited)
+    finally:
+        sel.close()
+        if exited is not None:
+            os.close(exited)
+
+
+def _exit_notifier(proc) -> Optional[int]:
+    """A file descriptor readable once ``proc`` exits (Linux pidfd), so the
+    supervision loop wakes at once instead of at its next poll."""
+    try:
+        return os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _supervise_loop(proc, listener, sel, exited: Optional[int]) -> int:
+    # Without a pidfd, mpiexec's exit is noticed by polling this often.
+    poll = 0.5 if exited is not None else 0.05
     conn = None
     last_beat = None
     gone_since = None
@@ -324,7 +366,9 @@ def _supervise(proc, listener) -> int:
                            f'before rank 0 finished (a rank, its host or its '
                            f'link was lost; see the messages above).', err=True)
             return code if code >= 0 else 128 - code
-        for key, _ in sel.select(timeout=0.5):
+        for key, _ in sel.select(timeout=poll):
+            if key.fileobj == exited:
+                continue  # proc.poll() above returns its status
             if key.fileobj is listener:
                 conn, _ = listener.accept()
                 conn.setblocking(False)

@@ -16,6 +16,7 @@ with ``Unparseable properties: WORDS``, a host listed twice with
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import socket
@@ -139,7 +140,8 @@ def is_local(name: str) -> bool:
     return name in _my_names()
 
 
-def _my_names() -> set:
+@functools.lru_cache(maxsize=1)
+def _my_names() -> frozenset:
     names = {socket.gethostname(), socket.gethostname().split('.')[0]}
     try:
         names.add(socket.getfqdn())
@@ -153,7 +155,7 @@ def _my_names() -> set:
         names.update(out.split())
     except (OSError, subprocess.SubprocessError):
         pass
-    return names
+    return frozenset(names)
 
 
 def cpus_here() -> Optional[int]:

@@ -93,6 +93,9 @@ def world() -> Optional['World']:
     if not _WORLD_CHECKED:
         _WORLD_CHECKED = True
         if launcher_size() > 1:
+            # Every rank will run a pool of this size (unless run() is given
+            # processes=): start its workers while MPI starts.
+            shared_pool(host_cpu_count()).spawn()
             w = World()
             if w.size > 1:
                 _WORLD = w
@@ -366,7 +369,7 @@ class MPIExecutor(Executor):
 
     def __init__(self, w: World, processes: Optional[int], fingerprint: str):
         self.w = w
-        self.local = shared_pool(processes)
+        self.local = shared_pool(processes or w.hosts[0][1])
         self.fingerprint = fingerprint
         self.link = _Link(w)
         self.ranks = [_Rank(r, w.host(r), processes or w.hosts[r][1])

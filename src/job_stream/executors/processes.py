@@ -175,11 +175,16 @@ class ProcessExecutor(Executor):
         self._ready = []
         self.messages = self.work_messages = 0
         self.comm_seconds = 0.0
+        self.spawn()
+        for w in self._workers:
+            self._begin_run(w)
+
+    def spawn(self) -> None:
+        """Start the missing worker processes now (``start`` does it too);
+        calling it early overlaps their start with other startup work."""
         self._workers = [w for w in self._workers if w.proc.poll() is None]
         while len(self._workers) < self.slots:
             self._workers.append(_Worker(self._env))
-        for w in self._workers:
-            self._begin_run(w)
 
     def _begin_run(self, worker: _Worker) -> None:
         worker.inflight.clear()
