@@ -118,7 +118,7 @@ def cpu_count(processes: Optional[int] = None) -> Optional[int]:
 
 def host_cpu_count() -> int:
     """Cores of this rank's host: its ``cpus=`` from the job_stream command,
-    else its CPU affinity."""
+    else its usable cores (:func:`job_stream.hosts.usable_cpus`)."""
     from ..hosts import cpus_here
     return cpus_here() or local_cpu_count()
 
