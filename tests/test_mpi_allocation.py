@@ -17,9 +17,8 @@ import textwrap
 
 import pytest
 
+from cluster_helpers import slurm_cluster
 from conftest import script_env
-
-TOOLS = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'tools'
 
 CORES = '''
 import os, time
@@ -141,23 +140,8 @@ def test_cgroup_quota_smallest_along_ancestors(tmp_path, version):
 # -- inside a real SLURM allocation ----------------------------------------------
 @pytest.fixture(scope='module')
 def slurm():
-    was_up = subprocess.run(['scontrol', 'ping'], capture_output=True, text=True,
-                            timeout=30).stdout if _has('scontrol') else ''
-    up = subprocess.run([str(TOOLS / 'slurm-up')], capture_output=True, text=True,
-                        timeout=600)
-    assert up.returncode == 0, up.stderr
-    assert 'slurm ready' in up.stdout
-    try:
+    with slurm_cluster(keep_running=True):
         yield
-    finally:
-        if 'is UP' not in was_up:  # leave a cluster someone else started
-            subprocess.run([str(TOOLS / 'slurm-down')], capture_output=True,
-                           timeout=120)
-
-
-def _has(name):
-    return any(os.access(os.path.join(d, name), os.X_OK)
-               for d in os.environ.get('PATH', '').split(os.pathsep))
 
 
 def test_slurm_allocation_gives_hosts_and_cores(slurm, tmp_path):

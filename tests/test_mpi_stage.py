@@ -9,45 +9,28 @@ and read from: each host's own fresh scratch folder, not the test's folder.
 """
 import glob
 import os
-import pathlib
 import re
 import subprocess
 import sys
 
 import pytest
 
+from cluster_helpers import NetnsCluster
 from conftest import script_env
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-TOOL = ROOT.parent / 'shared' / 'tools' / 'netns-cluster'
-CLUSTER = {'NETNS_CLUSTER_STATE': '/run/jsmpi-stage-cluster',
-           'NETNS_CLUSTER_PREFIX': 'jsst', 'NETNS_CLUSTER_NET': '10.231.79'}
+CLUSTER = NetnsCluster({'NETNS_CLUSTER_STATE': '/run/jsmpi-stage-cluster',
+                        'NETNS_CLUSTER_PREFIX': 'jsst',
+                        'NETNS_CLUSTER_NET': '10.231.79'})
 HOSTS = ['jsst1', 'jsst2', 'jsst3']
 SCRATCH = '/tmp/job_stream-stage.*'
 
 pytestmark = pytest.mark.slow
 
 
-def _tool(*args, timeout=300, check=True):
-    env = dict(os.environ, **CLUSTER)
-    return subprocess.run([str(TOOL), *args], env=env, capture_output=True,
-                          text=True, timeout=timeout, check=check)
-
-
 @pytest.fixture(scope='module')
 def cluster():
-    if os.geteuid() != 0:
-        pytest.fail('the --stage tests need root (netns-cluster)')
-    _tool('up', '3')
-    try:
-        env = {}
-        for line in open(CLUSTER['NETNS_CLUSTER_STATE'] + '/env'):
-            m = re.match(r'export (\w+)=(.*)', line.strip())
-            if m:
-                env[m.group(1)] = m.group(2).strip('"')
+    with CLUSTER.up(3) as env:
         yield env
-    finally:
-        _tool('down', timeout=120, check=False)
 
 
 SCRIPT = '''
