@@ -15,7 +15,9 @@ It measures, in the same mpiexec run, for each engine:
 * bytes on the wire per item (job_stream: counted by rank 0's executor);
 
 and, separately, the startup time of ``job_stream -- python trivial.py``
-(``--startup``, run without mpiexec: it starts mpiexec itself).
+(``python bench/mpi.py --startup``, run without mpiexec: the command starts
+mpiexec itself), alone, with 1 rank and with 2 ranks, next to the plain
+script and ``mpiexec -n 2 python -c pass``.  Results: docs/benchmarks.md.
 Prints one JSON line per measurement on rank 0.
 """
 import argparse
@@ -46,14 +48,16 @@ def bench_job_stream(items, sleep_items, slots):
     r = job_stream.map(trivial, range(items), report=False, processes=slots)
     t = time.perf_counter() - t0
     after = wire_stats()
-    if r is None:
-        return None
     out['trivial_items_per_s'] = items / t
     out['bytes_per_item'] = (after['bytes_sent'] + after['bytes_received']
                              - before['bytes_sent'] - before['bytes_received']) / items
+    # every rank takes part in every run (returning on ranks > 0 before this
+    # one left rank 0 alone with its own pool, halving the efficiency)
     t0 = time.perf_counter()
     job_stream.map(ten_ms, range(sleep_items), report=False, processes=slots)
     t = time.perf_counter() - t0
+    if r is None:
+        return None
     out['slots'] = job_stream.getCpuCount() if slots is None else None
     total_slots = out['slots'] or slots * _size()
     out['ten_ms_efficiency'] = sleep_items * 0.01 / total_slots / t
