@@ -15,7 +15,9 @@ It measures, in the same mpiexec run, for each engine:
 * bytes on the wire per item (job_stream: counted by rank 0's executor);
 
 and, separately, the startup time of ``job_stream -- python trivial.py``
-(``--startup``, run without mpiexec: it starts mpiexec itself).
+(``python bench/mpi.py --startup``, run without mpiexec: the command starts
+mpiexec itself), alone, with 1 rank and with 2 ranks, next to the plain
+script and ``mpiexec -n 2 python -c pass``.  Results: docs/benchmarks.md.
 Prints one JSON line per measurement on rank 0.
 """
 import argparse
@@ -46,14 +48,16 @@ def bench_job_stream(items, sleep_items, slots):
     r = job_stream.map(trivial, range(items), report=False, processes=slots)
     t = time.perf_counter() - t0
     after = wire_stats()
-    if r is None:
-        return None
     out['trivial_items_per_s'] = items / t
     out['bytes_per_item'] = (after['bytes_sent'] + after['bytes_received']
                              - before['bytes_sent'] - before['bytes_received']) / items
+    # every rank takes part in every run (returning on ranks > 0 before this
+    # one left rank 0 alone with its own pool, halving the efficiency)
     t0 = time.perf_counter()
     job_stream.map(ten_ms, range(sleep_items), report=False, processes=slots)
     t = time.perf_counter() - t0
+    if r is None:
+        return None
     out['slots'] = job_stream.getCpuCount() if slots is None else None
     total_slots = out['slots'] or slots * _size()
     out['ten_ms_efficiency'] = sleep_items * 0.01 / total_slots / t
@@ -84,18 +88,52 @@ def bench_mpi4py(items, sleep_items):
     return out
 
 
+TRIVIAL = 'import job_stream\njob_stream.map(abs, range(4), report=False)\n'
+
+
 def startup(repeats):
+    """Seconds from starting ``job_stream -- python trivial.py`` to its exit.
+
+    trivial.py maps 4 items (so the worker pool's start counts).  Variants,
+    run round-robin so that machine load hits them alike: this machine alone
+    (no MPI), one rank under MPI (``--host 'localhost cpus=2'``), two ranks
+    (``--host localhost,127.0.0.1``); references: the plain script and
+    ``mpiexec -n 2 python -c pass`` (MPI's own cost).
+    """
+    import shutil
     with tempfile.NamedTemporaryFile('w', suffix='.py', delete=False) as f:
-        f.write('import job_stream\n')
+        f.write(TRIVIAL)
         path = f.name
-    times = []
+    py = sys.executable
+    js = [py, '-m', 'job_stream']
+    mpiexec = (os.path.join(os.path.dirname(py), 'mpiexec')
+               if os.path.exists(os.path.join(os.path.dirname(py), 'mpiexec'))
+               else shutil.which('mpiexec'))
+    variants = {
+        'plain python trivial.py': [py, path],
+        'mpiexec -n 2 python -c pass': [mpiexec, '-n', '2', py, '-c', 'pass'],
+        'job_stream -- python trivial.py': js + ['--', py, path],
+        'job_stream --host "localhost cpus=2" (1 rank)':
+            js + ['--host', 'localhost cpus=2', '--', py, path],
+        'job_stream --host localhost,127.0.0.1 (2 ranks)':
+            js + ['--host', 'localhost,127.0.0.1', '--', py, path],
+    }
+    env = dict(os.environ)
+    env.pop('PYTHONUNBUFFERED', None)
+    times = {name: [] for name in variants}
+    load = [os.getloadavg()[0]]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, '-m', 'job_stream', '--', sys.executable,
-                        path], check=True)
-        times.append(time.perf_counter() - t0)
+        for name, command in variants.items():
+            t0 = time.perf_counter()
+            subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=120)
+            times[name].append(time.perf_counter() - t0)
+        load.append(os.getloadavg()[0])
     os.unlink(path)
-    return {'startup_s_min': min(times), 'startup_s_median': sorted(times)[len(times) // 2]}
+    return [{'startup': name, 's_min': round(min(t), 3),
+             's_median': round(sorted(t)[len(t) // 2], 3),
+             'load_avg_1min': [round(min(load), 2), round(max(load), 2)]}
+            for name, t in times.items()]
 
 
 def main():
@@ -106,9 +144,12 @@ def main():
                     help='worker processes per rank for job_stream (default: cores)')
     ap.add_argument('--startup', action='store_true',
                     help='measure job_stream command startup (run without mpiexec)')
+    ap.add_argument('--repeats', type=int, default=7,
+                    help='rounds of the startup measurement')
     args = ap.parse_args()
     if args.startup:
-        print(json.dumps(startup(5)))
+        for line in startup(args.repeats):
+            print(json.dumps(line), flush=True)
         return
     js = bench_job_stream(args.items, args.sleep_items, args.slots)
     if js is not None:

@@ -7,6 +7,9 @@ import textwrap
 import pytest
 
 SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', 'src'))
+# Tests that import job_stream in-process get this checkout's package too
+# (not an installed copy of another checkout).
+sys.path.insert(0, SRC)
 
 
 def script_env(extra=None, unbuffered=True):

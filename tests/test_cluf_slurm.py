@@ -10,22 +10,15 @@ import time
 import pytest
 
 from cluf_helpers import cluf, ran_once, write_script
-
-TOOLS = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'tools'
+from cluster_helpers import slurm_cluster
 # Longest wait for submitted jobs to finish (they take ~1 s each once started).
 JOBS_TIMEOUT = 180
 
 
 @pytest.fixture(scope='module')
 def slurm():
-    up = subprocess.run([str(TOOLS / 'slurm-up')], capture_output=True, text=True,
-                        timeout=600)
-    assert up.returncode == 0, up.stderr
-    assert 'slurm ready' in up.stdout
-    try:
+    with slurm_cluster():
         yield
-    finally:
-        subprocess.run([str(TOOLS / 'slurm-down')], capture_output=True, timeout=120)
 
 
 def wait_for_jobs(job_ids, jobs_dir, bins):

@@ -3,7 +3,6 @@
 sshd and iproute2).  The cluster is started for this module and removed in
 the fixture's finalizer."""
 import os
-import pathlib
 import re
 import subprocess
 import sys
@@ -11,38 +10,23 @@ import time
 
 import pytest
 
+from cluster_helpers import NetnsCluster
 from conftest import script_env
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-TOOL = ROOT.parent / 'shared' / 'tools' / 'netns-cluster'
 # Our own cluster (state dir, names, subnet), apart from anyone else's.
-CLUSTER = {'NETNS_CLUSTER_STATE': '/run/jsmpi-test-cluster',
-           'NETNS_CLUSTER_PREFIX': 'jsmt', 'NETNS_CLUSTER_NET': '10.231.78'}
+CLUSTER = NetnsCluster({'NETNS_CLUSTER_STATE': '/run/jsmpi-test-cluster',
+                        'NETNS_CLUSTER_PREFIX': 'jsmt',
+                        'NETNS_CLUSTER_NET': '10.231.78'})
 HOSTS = ['jsmt1', 'jsmt2', 'jsmt3']
+_tool = CLUSTER.tool
 
 pytestmark = pytest.mark.slow
 
 
-def _tool(*args, timeout=300, check=True):
-    env = dict(os.environ, **CLUSTER)
-    return subprocess.run([str(TOOL), *args], env=env, capture_output=True,
-                          text=True, timeout=timeout, check=check)
-
-
 @pytest.fixture(scope='module')
 def cluster():
-    if os.geteuid() != 0:
-        pytest.fail('the multi-host tests need root (netns-cluster)')
-    _tool('up', '3')
-    try:
-        env = {}
-        for line in open(CLUSTER['NETNS_CLUSTER_STATE'] + '/env'):
-            m = re.match(r'export (\w+)=(.*)', line.strip())
-            if m:
-                env[m.group(1)] = m.group(2).strip('"')
+    with CLUSTER.up(3) as env:
         yield env
-    finally:
-        _tool('down', timeout=120, check=False)
 
 
 @pytest.fixture

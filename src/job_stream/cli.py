@@ -1,6 +1,7 @@
 """The ``job_stream`` command: run a program on the hosts of a hostfile.
 
-    job_stream [-c FILE] [--hostfile FILE | --host 'h1,h2 cpus=2'] [--] PROG ARGS...
+    job_stream [-c FILE] [--hostfile FILE | --host 'h1,h2 cpus=2'] [--stage PATH]...
+               [-v] [--] PROG ARGS...
     job_stream config [hostfile=PATH]
     job_stream git-results-progress [-c FILE]
 
@@ -8,7 +9,9 @@ PROG is resolved on PATH and started under ``mpiexec`` with one rank per
 host, in the order listed (rank 0 on the first host), with the environment
 forwarded (``JOBS_CHECKPOINT`` included).  With no hostfile configured and
 no ``--host``, it runs on this machine alone, without MPI.  Inside a SLURM
-or PBS allocation the hosts come from the allocation.
+or PBS allocation the hosts come from the allocation.  ``--stage`` copies
+the script and named files to a scratch folder on the other hosts (see
+:mod:`job_stream.staging`).
 
 Liveness: rank 0 connects back to this command (``JOB_STREAM_MONITOR``) and
 beats; when it reports a lost rank, exits, or falls silent, this command
@@ -109,15 +112,21 @@ class _Group(click.Group):
               help='Hosts to run on, one per line ("name [cpus=N]").')
 @click.option('--host', 'host_list', metavar='HOSTS',
               help="Hosts to run on, comma-separated: 'h1,h2 cpus=2'.")
+@click.option('--stage', 'stage', metavar='PATH', multiple=True,
+              help='Copy PATH (a file or folder; repeat the option for more) '
+                   'and the script to a scratch folder on each other host, '
+                   'for hosts that do not share this file system.')
+@click.option('-v', '--verbose', is_flag=True,
+              help='Say where the hosts come from and how PROG is started.')
 @click.pass_context
-def main(ctx, checkpoint, hostfile, host_list):
+def main(ctx, checkpoint, hostfile, host_list, stage, verbose):
     """Run PROG ARGS on the hosts of a hostfile (or this machine) under MPI.
 
     Put -- before PROG when its arguments start with a dash. Subcommands:
     config, git-results-progress.
     """
     ctx.obj = {'checkpoint': checkpoint, 'hostfile': hostfile,
-               'host': host_list}
+               'host': host_list, 'stage': stage, 'verbose': verbose}
 
 
 @main.command('_run', hidden=True, add_help_option=False,
@@ -170,20 +179,23 @@ def progress_command(obj, checkpoint):
 
 
 # -- launching ---------------------------------------------------------------------
-def resolve_hosts(hostfile: Optional[str], host_list: Optional[str]) -> list:
+def resolve_hosts(hostfile: Optional[str], host_list: Optional[str]) -> tuple:
+    """The hosts of the run and where they come from (for ``--verbose``):
+    ``--host``/``--hostfile``, the batch allocation, the configured hostfile,
+    else none (this machine alone)."""
     if hostfile and host_list:
         raise HostfileError('Give --hostfile or --host, not both.')
     if host_list:
-        return parse_host_option(host_list)
+        return parse_host_option(host_list), '--host'
     if hostfile:
-        return read_hostfile(hostfile)
-    configured = read_config().get('hostfile')
-    from_allocation = allocation_hosts()
+        return read_hostfile(hostfile), f'--hostfile {hostfile}'
+    from_allocation, source = allocation_hosts(with_source=True)
     if from_allocation:
-        return from_allocation
+        return from_allocation, source
+    configured = read_config().get('hostfile')
     if configured:
-        return read_hostfile(configured)
-    return []  # this machine alone
+        return read_hostfile(configured), f'the configured hostfile {configured}'
+    return [], 'no hostfile'  # this machine alone
 
 
 def resolve_program(prog: str) -> list:
@@ -196,14 +208,16 @@ def resolve_program(prog: str) -> list:
                            f'or put -- before it when it starts with a dash).')
 
 
-def launch(argv: list, checkpoint: Optional[str], hostfile: Optional[str],
-           host: Optional[str]) -> int:
+def launch(argv: list, checkpoint: Optional[str] = None,
+           hostfile: Optional[str] = None, host: Optional[str] = None,
+           stage: tuple = (), verbose: bool = False) -> int:
+    """Run ``argv`` on the hosts (see the module docstring); its exit status."""
     if not argv:
         raise click.UsageError('Missing PROG: job_stream [OPTIONS] PROG [ARGS]...')
     if argv[0] == '--':
         argv = argv[1:]
     try:
-        hosts = resolve_hosts(hostfile, host)
+        hosts, source = resolve_hosts(hostfile, host)
     except HostfileError as e:
         raise click.ClickException(str(e))
     env = dict(os.environ)
@@ -217,11 +231,37 @@ def launch(argv: list, checkpoint: Optional[str], hostfile: Optional[str],
             return 0
         env[CHECKPOINT_ENV] = checkpoint
     command = resolve_program(argv[0]) + argv[1:]
+    names = ', '.join(h.name + (f' cpus={h.cpus}' if h.cpus else '')
+                      for h in hosts)
     if not hosts or (len(hosts) == 1 and is_local(hosts[0].name)
                      and hosts[0].cpus is None):
         # This machine alone: no MPI needed, and no launcher to start.
+        if verbose:
+            click.echo(f'job_stream: hosts from {source}: '
+                       f'{names or "this machine"}; started without MPI.',
+                       err=True)
         return _run_local(command, env)
-    return _run_mpi(command, hosts, env)
+    staged = None
+    if stage:
+        from .staging import StagedFiles, StagingError
+        try:
+            staged = StagedFiles(list(stage), command)
+            remote = [h.name for h in hosts if not is_local(h.name)]
+            staged.copy(remote)
+        except StagingError as e:
+            raise click.ClickException(str(e))
+    if verbose:
+        click.echo(f'job_stream: hosts from {source}: {names}; {len(hosts)} '
+                   f'ranks under {mpiexec()}'
+                   + (f'; staged {len(staged.files)} files to '
+                      + ', '.join(f'{h.name}:{staged.folders[h.name]}'
+                                  for h in hosts if h.name in staged.folders)
+                      if staged and staged.folders else '') + '.', err=True)
+    try:
+        return _run_mpi(command, hosts, env, staged)
+    finally:
+        for warning in (staged.clean() if staged else []):
+            click.echo(warning, err=True)
 
 
 def _run_local(command: list, env: dict) -> int:
@@ -240,6 +280,12 @@ def _wait_child(proc) -> int:
 
 
 def mpiexec() -> str:
+    """The MPI launcher: the one installed beside this Python first (where
+    ``pip install "job_stream[mpi]"`` puts it, matching mpi4py; also no
+    version-manager shim to go through), else ``mpiexec``/``mpirun`` on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), 'mpiexec')
+    if os.access(beside, os.X_OK):
+        return beside
     found = shutil.which('mpiexec') or shutil.which('mpirun')
     if found is None:
         raise click.ClickException(
@@ -248,7 +294,7 @@ def mpiexec() -> str:
     return found
 
 
-def _run_mpi(command: list, hosts: list, env: dict) -> int:
+def _run_mpi(command: list, hosts: list, env: dict, staged=None) -> int:
     listener = socket.socket()
     listener.bind((_reachable_address(hosts[0].name), 0))
     listener.listen(1)
@@ -265,15 +311,23 @@ def _run_mpi(command: list, hosts: list, env: dict) -> int:
     exe = mpiexec()
     if _is_open_mpi(exe):
         # Open MPI forwards only the variables it is told about.
-        args = [exe, '--hostfile', machinefile, '-np', str(len(hosts)),
-                '--map-by', 'node']
+        args, count = [exe, '--hostfile', machinefile, '--map-by', 'node'], '-np'
         for name in env:
             if not name.startswith(('OMPI_', 'PMIX_')) and name.isidentifier():
                 args += ['-x', name]
     else:  # MPICH's Hydra (and Intel MPI)
-        args = [exe, '-f', machinefile, '-n', str(len(hosts)), '-genvall']
+        args, count = [exe, '-f', machinefile, '-genvall'], '-n'
+    if staged is not None and staged.folders:
+        # one block per host (rank r runs on host r): staged hosts start in
+        # their scratch folder
+        for i, h in enumerate(hosts):
+            block = (staged.command_for(h.name, command)
+                     if h.name in staged.folders else command)
+            args += [':'] * (i > 0) + [count, '1'] + block
+    else:
+        args += [count, str(len(hosts))] + command
     try:
-        proc = subprocess.Popen(args + command, env=env, start_new_session=True)
+        proc = subprocess.Popen(args, env=env, start_new_session=True)
         try:
             return _supervise(proc, listener)
         except KeyboardInterrupt:
@@ -285,6 +339,19 @@ def _run_mpi(command: list, hosts: list, env: dict) -> int:
 
 
 def _is_open_mpi(exe: str) -> bool:
+    """True for Open MPI's launcher, False for MPICH's Hydra (and Intel MPI).
+
+    Told from the files installed beside it when possible: asking
+    ``mpiexec --version`` costs a process start (~0.1 s, more through a
+    version-manager shim)."""
+    real = os.path.realpath(exe)
+    folder = os.path.dirname(real)
+    if (os.path.basename(real) in ('orterun', 'prterun')
+            or os.path.exists(os.path.join(folder, 'ompi_info'))):
+        return True
+    if any(os.path.exists(os.path.join(folder, name))
+           for name in ('hydra_pmi_proxy', 'mpichversion', 'impi_info')):
+        return False
     try:
         out = subprocess.run([exe, '--version'], capture_output=True, text=True,
                              timeout=10).stdout
@@ -310,6 +377,29 @@ def _supervise(proc, listener) -> int:
     """Wait for mpiexec; kill its process group when rank 0 is gone."""
     sel = selectors.DefaultSelector()
     sel.register(listener, selectors.EVENT_READ)
+    exited = _exit_notifier(proc)
+    if exited is not None:
+        sel.register(exited, selectors.EVENT_READ)
+    try:
+        return _supervise_loop(proc, listener, sel, exited)
+    finally:
+        sel.close()
+        if exited is not None:
+            os.close(exited)
+
+
+def _exit_notifier(proc) -> Optional[int]:
+    """A file descriptor readable once ``proc`` exits (Linux pidfd), so the
+    supervision loop wakes at once instead of at its next poll."""
+    try:
+        return os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _supervise_loop(proc, listener, sel, exited: Optional[int]) -> int:
+    # Without a pidfd, mpiexec's exit is noticed by polling this often.
+    poll = 0.5 if exited is not None else 0.05
     conn = None
     last_beat = None
     gone_since = None
@@ -324,7 +414,9 @@ def _supervise(proc, listener) -> int:
                            f'before rank 0 finished (a rank, its host or its '
                            f'link was lost; see the messages above).', err=True)
             return code if code >= 0 else 128 - code
-        for key, _ in sel.select(timeout=0.5):
+        for key, _ in sel.select(timeout=poll):
+            if key.fileobj == exited:
+                continue  # proc.poll() above returns its status
             if key.fileobj is listener:
                 conn, _ = listener.accept()
                 conn.setblocking(False)

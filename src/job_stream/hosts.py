@@ -16,6 +16,8 @@ with ``Unparseable properties: WORDS``, a host listed twice with
 """
 from __future__ import annotations
 
+import functools
+import math
 import os
 import re
 import socket
@@ -109,9 +111,12 @@ def expand_nodelist(spec: str) -> list:
     return out
 
 
-def allocation_hosts() -> Optional[list]:
-    """Hosts of the SLURM or PBS allocation this runs in, or None."""
+def allocation_hosts(with_source: bool = False):
+    """Hosts of the SLURM or PBS allocation this runs in, or None; with
+    ``with_source``, a pair (hosts, the variable they came from)."""
+    hosts, source = None, None
     nodelist = os.environ.get('SLURM_JOB_NODELIST') or os.environ.get('SLURM_NODELIST')
+    nodefile = os.environ.get('PBS_NODEFILE')
     if nodelist:
         try:
             names = subprocess.run(['scontrol', 'show', 'hostnames', nodelist],
@@ -119,16 +124,17 @@ def allocation_hosts() -> Optional[list]:
                                    check=True).stdout.split()
         except (OSError, subprocess.SubprocessError):
             names = expand_nodelist(nodelist)
-        return [Host(n) for n in names]
-    nodefile = os.environ.get('PBS_NODEFILE')
-    if nodefile and os.path.exists(nodefile):
+        hosts = [Host(n) for n in names]
+        source = f'SLURM_JOB_NODELIST={nodelist}'
+    elif nodefile and os.path.exists(nodefile):
         names: list = []
         with open(nodefile) as f:
             for line in f:
                 if line.strip() and line.strip() not in names:
                     names.append(line.strip())
-        return [Host(n) for n in names]
-    return None
+        hosts = [Host(n) for n in names]
+        source = f'PBS_NODEFILE={nodefile}'
+    return (hosts, source) if with_source else hosts
 
 
 # -- on each rank -----------------------------------------------------------------
@@ -139,7 +145,8 @@ def is_local(name: str) -> bool:
     return name in _my_names()
 
 
-def _my_names() -> set:
+@functools.lru_cache(maxsize=1)
+def _my_names() -> frozenset:
     names = {socket.gethostname(), socket.gethostname().split('.')[0]}
     try:
         names.add(socket.getfqdn())
@@ -153,7 +160,7 @@ def _my_names() -> set:
         names.update(out.split())
     except (OSError, subprocess.SubprocessError):
         pass
-    return names
+    return frozenset(names)
 
 
 def cpus_here() -> Optional[int]:
@@ -177,3 +184,90 @@ def cpus_here() -> Optional[int]:
         except OSError:
             continue
     return None
+
+
+# -- usable cores of this host --------------------------------------------------
+def usable_cpus() -> int:
+    """Cores this process may use: its CPU affinity (which a cgroup cpuset,
+    ``taskset`` or a batch system's binding narrows), bounded by its
+    cgroup's CPU quota (:func:`cgroup_cpu_limit`) and, inside a SLURM job,
+    by the CPUs allocated on this node (``SLURM_CPUS_ON_NODE``: a cluster
+    without CPU binding leaves the affinity at the whole machine); at
+    least 1."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        count = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    if limit is not None:
+        count = min(count, limit)
+    allocated = os.environ.get('SLURM_CPUS_ON_NODE', '')
+    if allocated.isdigit() and int(allocated) > 0 and 'SLURM_JOB_ID' in os.environ:
+        count = min(count, int(allocated))
+    return max(1, count)
+
+
+def cgroup_cpu_limit(proc: str = '/proc/self') -> Optional[int]:
+    """CPUs the CPU quota of this process's cgroup allows, rounded up: cgroup
+    v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us / cpu.cfs_period_us``, the
+    smallest along the cgroup and its ancestors; None when there is no quota
+    (or no cgroup file system, as on macOS).  ``proc`` is the /proc folder
+    of the process (tests give a fake one)."""
+    try:
+        with open(os.path.join(proc, 'cgroup')) as f:
+            memberships = f.read().splitlines()
+        with open(os.path.join(proc, 'mountinfo')) as f:
+            mounts = f.read().splitlines()
+    except OSError:
+        return None
+    limits = []
+    for line in memberships:
+        hierarchy, controllers, path = line.split(':', 2)
+        v2 = hierarchy == '0' and not controllers
+        if not v2 and 'cpu' not in controllers.split(','):
+            continue
+        for root, mountpoint in _cgroup_mounts(mounts, v2):
+            relative = path[len(root):] if path.startswith(root) else path
+            folder = os.path.normpath(mountpoint + '/' + relative.lstrip('/'))
+            while folder.startswith(mountpoint):
+                quota = _read_quota(folder, v2)
+                if quota is not None:
+                    limits.append(quota)
+                if folder == mountpoint:
+                    break
+                folder = os.path.dirname(folder)
+    return max(1, math.ceil(min(limits))) if limits else None
+
+
+def _cgroup_mounts(mounts: list, v2: bool) -> list:
+    """(root, mount point) of the cgroup file systems with the cpu
+    controller (v1) or of the cgroup2 file system (v2), from mountinfo."""
+    found = []
+    for line in mounts:
+        fields, sep, tail = line.partition(' - ')
+        fields, tail = fields.split(), tail.split()
+        if not sep or len(fields) < 5 or len(tail) < 3:
+            continue
+        if v2 and tail[0] == 'cgroup2':
+            found.append((fields[3], fields[4]))
+        elif not v2 and tail[0] == 'cgroup' and 'cpu' in tail[2].split(','):
+            found.append((fields[3], fields[4]))
+    return found
+
+
+def _read_quota(folder: str, v2: bool) -> Optional[float]:
+    """CPUs of one cgroup's quota, or None if it sets none."""
+    try:
+        if v2:
+            with open(os.path.join(folder, 'cpu.max')) as f:
+                quota, _, period = f.read().strip().partition(' ')
+        else:
+            with open(os.path.join(folder, 'cpu.cfs_quota_us')) as f:
+                quota = f.read().strip()
+            with open(os.path.join(folder, 'cpu.cfs_period_us')) as f:
+                period = f.read().strip()
+        if quota in ('max', '-1') or not period:
+            return None
+        return int(quota) / int(period)
+    except (OSError, ValueError):
+        return None

@@ -499,7 +499,8 @@ def getCpuCount() -> int:
 
 
 def getHostCpuCount() -> int:
-    """Cores usable on this host (its CPU affinity, or its ``cpus=``)."""
+    """Cores usable on this host: its ``cpus=``, else its CPU affinity
+    bounded by its cgroup's CPU quota and its SLURM allocation."""
     return _mpi.host_cpu_count()
 
 

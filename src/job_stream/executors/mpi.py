@@ -95,6 +95,9 @@ def world() -> Optional['World']:
     if not _WORLD_CHECKED:
         _WORLD_CHECKED = True
         if launcher_size() > 1:
+            # Every rank will run a pool of this size (unless run() is given
+            # processes=): start its workers while MPI starts.
+            shared_pool(host_cpu_count()).spawn()
             w = World()
             if w.size > 1:
                 _WORLD = w
@@ -122,7 +125,7 @@ def cpu_count(processes: Optional[int] = None) -> Optional[int]:
 
 def host_cpu_count() -> int:
     """Cores of this rank's host: its ``cpus=`` from the job_stream command,
-    else its CPU affinity."""
+    else its usable cores (:func:`job_stream.hosts.usable_cpus`)."""
     from ..hosts import cpus_here
     return cpus_here() or local_cpu_count()
 
@@ -373,7 +376,7 @@ class MPIExecutor(Executor):
 
     def __init__(self, w: World, processes: Optional[int], fingerprint: str):
         self.w = w
-        self.local = shared_pool(processes)
+        self.local = shared_pool(processes or w.hosts[0][1])
         self.fingerprint = fingerprint
         self.link = _Link(w)
         self.ranks = [_Rank(r, w.host(r), processes or w.hosts[r][1])

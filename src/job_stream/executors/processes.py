@@ -29,6 +29,7 @@ from typing import Optional
 
 from ..batch import Failed, Lost
 from ..errors import ConfigurationError, short_repr
+from ..hosts import usable_cpus
 from ..serialization import dumps, dumps_code, find_unpicklable, loads
 from .base import Executor
 
@@ -44,11 +45,9 @@ SOCKET_BUFFER = 4 << 20
 
 
 def local_cpu_count() -> int:
-    """Cores this process may use (its CPU affinity), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS
-        return max(1, os.cpu_count() or 1)
+    """Cores this process may use (its CPU affinity bounded by its cgroup's
+    CPU quota), at least 1: the default size of the pool."""
+    return usable_cpus()
 
 
 def worker_environment() -> dict:
@@ -175,11 +174,16 @@ class ProcessExecutor(Executor):
         self._ready = []
         self.messages = self.work_messages = 0
         self.comm_seconds = 0.0
+        self.spawn()
+        for w in self._workers:
+            self._begin_run(w)
+
+    def spawn(self) -> None:
+        """Start the missing worker processes now (``start`` does it too);
+        calling it early overlaps their start with other startup work."""
         self._workers = [w for w in self._workers if w.proc.poll() is None]
         while len(self._workers) < self.slots:
             self._workers.append(_Worker(self._env))
-        for w in self._workers:
-            self._begin_run(w)
 
     def _begin_run(self, worker: _Worker) -> None:
         worker.inflight.clear()
