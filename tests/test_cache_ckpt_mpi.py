@@ -34,6 +34,14 @@ w = Work(work, cache='cache', report=False, showProgress=False)
 def heavy(item):
     key, payload = item
     log_call(key)
+    # the first calls wait (bounded) until workers of two ranks compute:
+    # otherwise rank 0 may write every entry before other ranks' batches
+    # arrive, and they would only read
+    open(f'computing-{getRank()}', 'w').close()
+    deadline = time.monotonic() + 20
+    while (len([f for f in os.listdir('.') if f.startswith('computing-')]) < 2
+           and time.monotonic() < deadline):
+        time.sleep(0.01)
     time.sleep(0.01)
     return {'key': key, 'total': sum(payload), 'squares': [v * v for v in payload]}
 

@@ -95,14 +95,24 @@ def world() -> Optional['World']:
     if not _WORLD_CHECKED:
         _WORLD_CHECKED = True
         if launcher_size() > 1:
+            # This rank's worker processes (no MPI of their own) inherit
+            # it; the launcher's variable says it before MPI starts.
+            launched = next((os.environ[v] for v in _RANK_VARS
+                             if os.environ.get(v, '').isdigit()), None)
+            if launched is not None:
+                os.environ[RANK_VARIABLE] = launched
             # Every rank will run a pool of this size (unless run() is given
             # processes=): start its workers while MPI starts.
             shared_pool(host_cpu_count()).spawn()
             w = World()
             if w.size > 1:
                 _WORLD = w
-                # this rank's worker processes (no MPI of their own) inherit it
-                os.environ[RANK_VARIABLE] = str(w.rank)
+                if os.environ.get(RANK_VARIABLE) != str(w.rank):
+                    # known too late for the workers already started:
+                    # replace them, so that they inherit it
+                    os.environ[RANK_VARIABLE] = str(w.rank)
+                    shared_pool(host_cpu_count()).shutdown()
+                    shared_pool(host_cpu_count()).spawn()
                 whole_lines()  # the launcher merges the ranks' streams
     return _WORLD
 

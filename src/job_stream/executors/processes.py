@@ -150,7 +150,6 @@ class ProcessExecutor(Executor):
                 f'processes must be at least 1 (got {processes})')
         self.slots = processes or local_cpu_count()
         self._workers: list = []
-        self._env = worker_environment()
         self._run_id = 0
         self._run_message = b''
         self._timeouts: dict = {}
@@ -183,7 +182,7 @@ class ProcessExecutor(Executor):
         calling it early overlaps their start with other startup work."""
         self._workers = [w for w in self._workers if w.proc.poll() is None]
         while len(self._workers) < self.slots:
-            self._workers.append(_Worker(self._env))
+            self._workers.append(_Worker(worker_environment()))
 
     def _begin_run(self, worker: _Worker) -> None:
         worker.inflight.clear()
@@ -294,7 +293,7 @@ class ProcessExecutor(Executor):
         lost = [Lost(batch_id, reason) for batch_id in worker.inflight]
         worker.close()
         index = self._workers.index(worker)
-        self._workers[index] = fresh = _Worker(self._env)
+        self._workers[index] = fresh = _Worker(worker_environment())
         self._begin_run(fresh)
         return lost
 
