@@ -270,9 +270,13 @@ def kill_loop(tmp_path, mode, n, nap, kills, seed, launcher=(), processes=2,
     return done_kills, [eval(l) for l in lines]
 
 
-def check_kill_loop(mode, n, kills, delivered):
-    """The final result equals the uninterrupted run's; nothing lost; at most
-    one result delivered again per kill (the handler that was running)."""
+def kill_loop_test(tmp_path, mode, n, kills, seed, **options):
+    """A kill loop with ``kills`` kills (``options`` as for :func:`kill_loop`),
+    then the checks: the final result equals the uninterrupted run's,
+    nothing is lost, and at most one result is delivered again per kill
+    (the handler that was running)."""
+    done, delivered = kill_loop(tmp_path, mode, n, 0.01, kills, seed, **options)
+    assert done == kills
     expect = per_item(n)
     if mode == 'reduce':
         assert set(delivered) == {(sum(expect.values()), len(expect))}

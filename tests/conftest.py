@@ -7,6 +7,8 @@ import textwrap
 import pytest
 
 SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', 'src'))
+# The tests' own process uses this checkout too (not another installed copy).
+sys.path.insert(0, SRC)
 
 
 def script_env(extra=None, unbuffered=True):

@@ -10,21 +10,15 @@ under ``mpiexec``.
 """
 import pytest
 
-from checkpoint_helpers import check_kill_loop, kill_loop
+from checkpoint_helpers import kill_loop_test
 
 
 @pytest.mark.parametrize('mode', ['reduce', 'stream'])
 def test_kill9_loop_fast(tmp_path, mode):
-    kills, delivered = kill_loop(tmp_path, mode, n=150, nap=0.01, kills=3,
-                                 seed=mode)
-    assert kills == 3
-    check_kill_loop(mode, 150, kills, delivered)
+    kill_loop_test(tmp_path, mode, n=150, kills=3, seed=mode)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('mode', ['reduce', 'stream'])
 def test_kill9_loop_many(tmp_path, mode):
-    kills, delivered = kill_loop(tmp_path, mode, n=600, nap=0.01, kills=20,
-                                 seed=mode + '-many')
-    assert kills == 20
-    check_kill_loop(mode, 600, kills, delivered)
+    kill_loop_test(tmp_path, mode, n=600, kills=20, seed=mode + '-many')

@@ -16,8 +16,8 @@ import pytest
 
 import job_stream
 from checkpoint_helpers import (LOCAL_HOSTS, MPIEXEC3, PIPELINE,
-                                check_kill_loop, expected, job_stream_command,
-                                kill_loop, rerun_until_done, result_of, start,
+                                expected, job_stream_command, kill_loop_test,
+                                rerun_until_done, result_of, start,
                                 wait_for, wait_no_processes_in)
 from conftest import script_env
 
@@ -131,24 +131,21 @@ def test_rank0_skipping_a_run_does_not_hang(run_script):
 
 
 # -- kill -9 -----------------------------------------------------------------------
+MPI_KILLS = dict(launcher=MPIEXEC3, processes=1, victims=(0, 1, 2))
+
+
 @pytest.mark.parametrize('mode', ['reduce', 'stream'])
 def test_kill9_loop_fast(tmp_path, mode):
     """Kill rank 0, then rank 1, then rank 2 (mpiexec ends the others)."""
-    kills, delivered = kill_loop(tmp_path, mode, n=150, nap=0.01, kills=3,
-                                 seed='mpi-' + mode, launcher=MPIEXEC3,
-                                 processes=1, victims=(0, 1, 2))
-    assert kills == 3
-    check_kill_loop(mode, 150, kills, delivered)
+    kill_loop_test(tmp_path, mode, n=150, kills=3, seed='mpi-' + mode,
+                   **MPI_KILLS)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('mode', ['reduce', 'stream'])
 def test_kill9_loop_many(tmp_path, mode):
-    kills, delivered = kill_loop(tmp_path, mode, n=900, nap=0.01, kills=20,
-                                 seed='mpi-many-' + mode, launcher=MPIEXEC3,
-                                 processes=1, victims=(0, 1, 2))
-    assert kills == 20
-    check_kill_loop(mode, 900, kills, delivered)
+    kill_loop_test(tmp_path, mode, n=900, kills=20, seed='mpi-many-' + mode,
+                   **MPI_KILLS)
 
 
 # -- signals and rank loss with batches held by other ranks ---------------------------

@@ -255,7 +255,8 @@ class CheckpointInfo(str):
     """What :func:`checkpointInfo` returns: a readable summary (it is a
     ``str``) with the details as attributes: ``taken`` (Unix time),
     ``queued`` (stage -> work count), ``reductions`` (stage -> open count),
-    ``parts`` (part -> bytes), ``input_position``, ``version``, ``fingerprint``.
+    ``parts`` (part -> bytes), ``input_position``, ``delivered`` (results
+    handed out), ``version``, ``fingerprint``.
     """
 
 
@@ -288,6 +289,7 @@ def checkpointInfo(path: str) -> CheckpointInfo:
     info.reductions = dict(reds)
     info.parts = dict(s.get('parts', {}))
     info.input_position = s.get('input_position', 0)
+    info.delivered = s.get('delivered', 0)
     info.version = header.get('version')
     info.fingerprint = header.get('fingerprint')
     return info
