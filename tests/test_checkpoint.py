@@ -9,8 +9,8 @@ import time
 import pytest
 
 import job_stream
-from checkpoint_helpers import (PIPELINE, expected, rerun_until_done,
-                                result_of, start, wait_for)
+from checkpoint_helpers import (PIPELINE, expected, job_stream_command,
+                                rerun_until_done, result_of, start, wait_for)
 
 
 def rerun(run_script, args, env=None):
@@ -342,6 +342,22 @@ def test_signal_checkpoints_and_resumes(run_script, tmp_path, sig):
     info = job_stream.checkpointInfo(str(tmp_path / 'run.chkpt'))
     assert info.input_position >= 10
     proc = run_script(SLOW, 60)
+    assert 'RESULT (1770, 60)' in proc.stdout
+
+
+def test_sigterm_to_the_job_stream_command_reaches_the_run(run_script, tmp_path):
+    """Without hosts the command runs the program directly; a SIGTERM sent
+    to the command (not to its process group) is passed on."""
+    proc = start(tmp_path, SLOW, 60, env={'NAP': '0.1'},
+                 launcher=job_stream_command('-c', 'run.chkpt'))
+    wait_for(lambda: (tmp_path / 'started.10').exists(), what='progress',
+             proc=proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert 'stopped by SIGTERM after writing the checkpoint' in err
+    proc = run_script(SLOW, 60)
+    assert 'Resuming from the checkpoint' in proc.stderr
     assert 'RESULT (1770, 60)' in proc.stdout
 
 
