@@ -3,87 +3,24 @@
 Scripts run with ``run_script`` (a real ``python script.py``); waits are on
 files or output lines, with timeouts, never plain sleeps.
 """
-import os
 import signal
-import subprocess
-import sys
-import textwrap
 import time
 
 import pytest
 
 import job_stream
-from conftest import script_env
-
-# A pipeline with an init, jobs in workers, a nested frame and a global
-# reducer.  argv: checkpoint path, then the name of a hook job or '-'.
-PIPELINE = '''
-import os, sys
-from job_stream import inline
-from job_stream.inline import Work, Object, Multiple
-path, hook = sys.argv[1], sys.argv[2]
-N = int(os.environ.get('N', '12'))
-opts = dict(checkpointFile=path) if path != '-' else {}
-opts.update(eval(os.environ.get('OPTS', '{}')))
-with Work(range(N), processes=2, report=False, **opts) as w:
-    @w.init
-    def init():
-        with open('init.log', 'a') as f:
-            f.write('init\\n')
-        return Multiple([100, 200])
-    @w.job
-    def triple(x):
-        return 3 * x
-    if hook != '-':
-        w.job(getattr(inline, hook))
-    @w.frame(store=lambda: Object(n=0, acc=0))
-    def loop(store, first):
-        if store.n >= 3:
-            return None
-        return first + store.n
-    @w.job
-    def square(x):
-        return x * x
-    @w.frameEnd
-    def end(store, nxt):
-        store.n += 1
-        store.acc += nxt
-    @w.reduce(store=lambda: Object(total=0, count=0),
-              emit=lambda s: (s.total, s.count))
-    def total(store, inputs, others):
-        for s in inputs:
-            store.total += s.acc
-            store.count += 1
-    @w.result
-    def show(r):
-        print('RESULT', r, flush=True)
-'''
+from checkpoint_helpers import (PIPELINE, expected, job_stream_command,
+                                rerun_until_done, result_of, start, wait_for)
 
 
-def expected(n=12):
-    items = [100, 200] + list(range(n))
-    return (sum((3 * x + k) ** 2 for x in items for k in range(3)), len(items))
-
-
-def result_of(proc):
-    lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
-    assert len(lines) == 1, proc.stdout
-    return eval(lines[0][len('RESULT '):])
-
-
-def rerun_until_done(run_script, args, limit=60, env=None):
-    """Run the script until it exits 0; return (runs, last process)."""
-    for runs in range(1, limit + 1):
-        proc = run_script(PIPELINE, *args, check=False, env=env)
-        if proc.returncode == 0:
-            return runs, proc
-        assert proc.returncode == 1, proc.stderr
-        assert 're-running the same command resumes' in proc.stderr, proc.stderr
-    raise AssertionError(f'not done after {limit} runs:\n{proc.stderr}')
+def rerun(run_script, args, env=None):
+    """Run PIPELINE until it exits 0: (runs, last process)."""
+    return rerun_until_done(
+        lambda: run_script(PIPELINE, *args, check=False, env=env))
 
 
 def test_forced_crash_after_every_item_completes(run_script, tmp_path):
-    runs, proc = rerun_until_done(run_script, ['run.chkpt', '_ForceCheckpointJob'])
+    runs, proc = rerun(run_script, ['run.chkpt', '_ForceCheckpointJob'])
     assert runs > 3   # it really crashed and resumed, repeatedly
     assert result_of(proc) == expected()
     assert (tmp_path / 'init.log').read_text() == 'init\n'
@@ -390,23 +327,6 @@ with Work(range(int(sys.argv[1])), processes=2, report=False,
 '''
 
 
-def wait_for(condition, timeout=60, what='condition'):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f'timed out waiting for {what}')
-        time.sleep(0.01)
-
-
-def start(tmp_path, code, *args, env=None):
-    path = tmp_path / 'script.py'
-    path.write_text(textwrap.dedent(code))
-    return subprocess.Popen([sys.executable, str(path), *map(str, args)],
-                            cwd=tmp_path, env=script_env(env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, stdin=subprocess.DEVNULL)
-
-
 @pytest.mark.parametrize('sig', ['SIGTERM', 'SIGINT', 'SIGUSR1'])
 def test_signal_checkpoints_and_resumes(run_script, tmp_path, sig):
     proc = start(tmp_path, SLOW, 60, env={'NAP': '0.1'})
@@ -422,6 +342,22 @@ def test_signal_checkpoints_and_resumes(run_script, tmp_path, sig):
     info = job_stream.checkpointInfo(str(tmp_path / 'run.chkpt'))
     assert info.input_position >= 10
     proc = run_script(SLOW, 60)
+    assert 'RESULT (1770, 60)' in proc.stdout
+
+
+def test_sigterm_to_the_job_stream_command_reaches_the_run(run_script, tmp_path):
+    """Without hosts the command runs the program directly; a SIGTERM sent
+    to the command (not to its process group) is passed on."""
+    proc = start(tmp_path, SLOW, 60, env={'NAP': '0.1'},
+                 launcher=job_stream_command('-c', 'run.chkpt'))
+    wait_for(lambda: (tmp_path / 'started.10').exists(), what='progress',
+             proc=proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert 'stopped by SIGTERM after writing the checkpoint' in err
+    proc = run_script(SLOW, 60)
+    assert 'Resuming from the checkpoint' in proc.stderr
     assert 'RESULT (1770, 60)' in proc.stdout
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import queue
 import random
+import signal
 import sys
 import threading
 from multiprocessing.connection import Connection
@@ -47,7 +48,17 @@ def _send_outcome(conn: Connection, run_id: int, outcome, last_stage: str) -> No
     conn.send_bytes(data)
 
 
+def _stop_signal(signum, frame) -> None:
+    """Ctrl-C and SIGUSR1 reach workers too (a terminal, and ``mpiexec``,
+    signal the whole process group), but they ask the primary to checkpoint
+    and stop: it decides, and ends or kills the workers.  A handler, not
+    SIG_IGN, so programs the jobs start still get the default action."""
+
+
 def main() -> None:
+    for sig in (signal.SIGINT, getattr(signal, 'SIGUSR1', None)):
+        if sig is not None:
+            signal.signal(sig, _stop_signal)
     conn = Connection(int(sys.argv[1]))
     whole_lines()  # the primary's forwarding threads merge the workers' streams
     random.seed()  # fresh interpreters already differ; be explicit anyway

@@ -59,10 +59,17 @@ class CheckpointError(JobStreamError):
 
 class CheckpointExit(SystemExit):
     """The run stopped on purpose right after a checkpoint (signal or forced);
-    re-running the same command resumes it.  Exit status 1."""
+    re-running the same command resumes it.  Exit status 1.
 
-    def __init__(self, message: str):
-        super().__init__(message)
+    ``quiet``: exit with status 1 without printing ``message`` (MPI ranks
+    other than 0, where rank 0 already said it)."""
+
+    def __init__(self, message: str, quiet: bool = False):
+        super().__init__(1 if quiet else message)
+        self.message, self.quiet = message, quiet
+
+    def __reduce__(self):
+        return type(self), (self.message, self.quiet)
 
 
 # -- one checkpointed run per process -----------------------------------------
@@ -79,6 +86,41 @@ def note_run(checkpointed: bool) -> None:
             'once. Merge the runs into one pipeline, or use separate scripts.')
     _runs['any'] = True
     _runs['checkpointed'] = _runs['checkpointed'] or checkpointed
+
+
+# -- signals on MPI ranks other than 0 --------------------------------------------
+# The signals that make a checkpointed run checkpoint and exit.
+_STOP_SIGNALS = tuple(s for s in (signal.SIGTERM, signal.SIGINT,
+                                  getattr(signal, 'SIGUSR1', None))
+                      if s is not None)
+
+
+class DeferredSignals:
+    """On an MPI rank > 0 of a checkpointed run: SIGTERM, SIGINT and SIGUSR1
+    (which ``mpiexec`` forwards to every rank) must not kill the rank while
+    rank 0 writes the checkpoint they asked for, so they are noted and the
+    rank goes on serving until rank 0 ends the run.  A second SIGINT exits
+    at once (status 130), as on rank 0.  Use as a context manager."""
+
+    def __init__(self):
+        self._old: dict = {}
+        self.received: Optional[int] = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in _STOP_SIGNALS:
+                self._old[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            os._exit(130)
+        self.received = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
 
 
 # -- the file ------------------------------------------------------------------
@@ -213,7 +255,8 @@ class CheckpointInfo(str):
     """What :func:`checkpointInfo` returns: a readable summary (it is a
     ``str``) with the details as attributes: ``taken`` (Unix time),
     ``queued`` (stage -> work count), ``reductions`` (stage -> open count),
-    ``parts`` (part -> bytes), ``input_position``, ``version``, ``fingerprint``.
+    ``parts`` (part -> bytes), ``input_position``, ``delivered`` (results
+    handed out), ``version``, ``fingerprint``.
     """
 
 
@@ -246,6 +289,7 @@ def checkpointInfo(path: str) -> CheckpointInfo:
     info.reductions = dict(reds)
     info.parts = dict(s.get('parts', {}))
     info.input_position = s.get('input_position', 0)
+    info.delivered = s.get('delivered', 0)
     info.version = header.get('version')
     info.fingerprint = header.get('fingerprint')
     return info
@@ -567,9 +611,8 @@ class Checkpointer:
     def install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, 'SIGUSR1', None)):
-            if sig is not None:
-                self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+        for sig in _STOP_SIGNALS:
+            self._old_handlers[sig] = signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum, frame) -> None:
         if self._stop is not None and signum == signal.SIGINT:

@@ -264,9 +264,47 @@ def launch(argv: list, checkpoint: Optional[str] = None,
             click.echo(warning, err=True)
 
 
+# Signals the command passes on to the program (through mpiexec, which
+# passes them to every rank): a checkpointed run checkpoints and exits.
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+class _Forward:
+    """While running ``proc``: pass SIGTERM, SIGUSR1 and (``sigint``) SIGINT
+    on to it, e.g. SLURM's walltime SIGTERM.  A second SIGINT raises
+    KeyboardInterrupt (the caller kills everything)."""
+
+    def __init__(self, proc, sigint: bool):
+        self.proc = proc
+        self.signals = [s for s in FORWARDED if sigint or s != signal.SIGINT]
+        self.interrupts = 0
+        self._old: dict = {}
+
+    def __enter__(self):
+        for sig in self.signals:
+            self._old[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def _on_signal(self, signum, frame) -> None:
+        try:
+            os.kill(self.proc.pid, signum)
+        except ProcessLookupError:
+            pass
+        if signum == signal.SIGINT:
+            self.interrupts += 1
+            if self.interrupts > 1:
+                raise KeyboardInterrupt
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
 def _run_local(command: list, env: dict) -> int:
     proc = subprocess.Popen(command, env=env)
-    return _wait_child(proc)
+    # Ctrl-C in a terminal reaches the program directly (same process group)
+    with _Forward(proc, sigint=False):
+        return _wait_child(proc)
 
 
 def _wait_child(proc) -> int:
@@ -329,7 +367,8 @@ def _run_mpi(command: list, hosts: list, env: dict, staged=None) -> int:
     try:
         proc = subprocess.Popen(args, env=env, start_new_session=True)
         try:
-            return _supervise(proc, listener)
+            with _Forward(proc, sigint=True):
+                return _supervise(proc, listener)
         except KeyboardInterrupt:
             _kill_group(proc)
             return 130

@@ -13,10 +13,11 @@ import os
 import sys
 import time
 from collections import deque
+from contextlib import nullcontext
 from operator import length_hint
 from typing import Any, Callable, Iterable, Optional
 
-from .checkpoint import Checkpointer, note_run
+from .checkpoint import Checkpointer, DeferredSignals, note_run
 from .errors import ConfigurationError, JobStreamError, annotate
 from .executors import mpi as _mpi
 from .executors.inline import InlineExecutor
@@ -73,8 +74,29 @@ def run(pipeline: Pipeline, work: Iterable, *,
     compiled = pipeline.compile()
     world = _mpi.world()
     if world is not None and world.rank > 0:
-        _mpi.serve(world, compiled.fingerprint, processes)
+        # Only rank 0 reads and writes the checkpoint; here a stop signal
+        # waits for rank 0 to end the run after writing it.
+        with DeferredSignals() if checkpoint is not None else nullcontext():
+            _mpi.serve(world, compiled.fingerprint, processes)
         return None
+    runs_before = world.runs if world is not None else 0
+    try:
+        return _run_primary(compiled, world, work, handle_result, init,
+                            processes, max_attempts, show_progress, report,
+                            checkpoint, checkpoint_interval,
+                            checkpoint_sync_interval, record)
+    except BaseException as e:
+        if world is not None:
+            # e.g. the checkpoint was refused before the run started: the
+            # other ranks wait for this run, end it there too
+            _mpi.end_run(world, e, started=world.runs != runs_before)
+        raise
+
+
+def _run_primary(compiled, world, work, handle_result, init, processes,
+                 max_attempts, show_progress, report, checkpoint,
+                 checkpoint_interval, checkpoint_sync_interval, record):
+    """``run()`` on rank 0 (or without MPI): the Processor's loop."""
     if any(job.options.get('cache') for c in compiled.chains for job in c.jobs):
         from .cache import prepare  # code keys, before the code leaves
         prepare(compiled)

@@ -164,6 +164,7 @@ class World:
                     f'{everyone[0][3]}; install the same versions on every '
                     f'host.')
         self.runs = 0
+        self.ended = 0   # the last run rank 0 told the other ranks had ended
         self.shared_sent: dict = {r: set() for r in range(self.size)}
         self.early_ready: dict = {}
         self.timeout = float(os.environ.get('JOB_STREAM_HEARTBEAT_TIMEOUT',
@@ -558,6 +559,7 @@ class MPIExecutor(Executor):
             blob = _error_for_ranks(error)
         for rk in self.ranks:
             self._send(rk, ('end', self.run_id, blob))
+        self.w.ended = self.run_id
         self.link.flush(time.monotonic() + self.w.timeout)
         WIRE['bytes_received'] += sum(self.link.received_bytes.values())
 
@@ -571,8 +573,30 @@ class MPIExecutor(Executor):
         return out
 
 
+def end_run(w: World, error: BaseException, started: bool) -> None:
+    """Rank 0: end the current run on the other ranks with ``error``, unless
+    :meth:`MPIExecutor.end` did.  ``started``: the run was started on rank 0;
+    if not (e.g. its checkpoint was refused), the other ranks still wait for
+    it, so it is ended before it begins."""
+    if w.lost is not None or (started and w.ended == w.runs):
+        return
+    if not started:
+        w.next_run()
+    data = dumps(('end', w.runs, _error_for_ranks(error)))
+    link = _Link(w)
+    for r in range(1, w.size):
+        link.send(r, TAG_DOWN, data)
+    link.flush(time.monotonic() + w.timeout)
+    w.ended = w.runs
+
+
 def _error_for_ranks(error: BaseException) -> bytes:
-    """The error other ranks raise from run(): same type, short message."""
+    """The error other ranks raise from run(): same type, short message.
+
+    A :class:`SystemExit` (a checkpoint-and-exit) becomes a quiet one with
+    the same status: rank 0 already said why."""
+    if isinstance(error, SystemExit):
+        return dumps(_quiet_exit(error))
     note = '(raised on rank 0, where its traceback is printed)'
     try:
         copy = loads(dumps(error))
@@ -583,9 +607,18 @@ def _error_for_ranks(error: BaseException) -> bytes:
         return dumps(JobStreamError(f'{type(error).__name__}: {error} {note}'))
 
 
+def _quiet_exit(error: SystemExit) -> SystemExit:
+    from ..checkpoint import CheckpointExit
+    if isinstance(error, CheckpointExit):
+        return CheckpointExit(error.message, quiet=True)
+    code = error.code
+    return SystemExit(code if code is None or isinstance(code, int) else 1)
+
+
 def serve(w: World, fingerprint: str, processes: Optional[int]) -> None:
     """Ranks > 0: run rank 0's batches in the local pool until the run ends."""
     run_id = w.next_run()
+    rank0_left = None  # when rank 0 was seen leaving without ending the run
     link = _Link(w)
     slots = processes or w.hosts[w.rank][1]
     link.send(0, TAG_UP, dumps(('ready', run_id, fingerprint, slots)))
@@ -619,6 +652,17 @@ def serve(w: World, fingerprint: str, processes: Optional[int]) -> None:
                 link.flush(time.monotonic() + w.timeout)
                 return
         link.pump()
+        if 0 in w.gone and not busy:
+            # Rank 0 said goodbye; its last messages may still be on their
+            # way (another communicator), so wait a little for them.
+            rank0_left = rank0_left or time.monotonic()
+            if time.monotonic() - rank0_left > GRACE_SECONDS:
+                pool.abort()
+                raise JobStreamError(
+                    f'Rank 0 (host {w.host(0)}) finished its script without '
+                    f'ending run {run_id}, which rank {w.rank} waits for: every '
+                    f'rank must run the same pipelines in the same order (do '
+                    f'not make run() depend on getRank()).')
         if pool.in_flight():
             outcomes = pool.wait(0 if busy else delay)
             if outcomes:
