@@ -13,10 +13,12 @@ or PBS allocation the hosts come from the allocation.  ``--stage`` copies
 the script and named files to a scratch folder on the other hosts (see
 :mod:`job_stream.staging`).
 
-Liveness: rank 0 connects back to this command (``JOB_STREAM_MONITOR``) and
-beats; when it reports a lost rank, exits, or falls silent, this command
-kills ``mpiexec``'s whole process group (``mpiexec`` itself may hang for
-minutes on a cut link) and exits non-zero.
+Liveness: every rank connects back to this command (``JOB_STREAM_MONITOR``)
+and says its rank and host; rank 0 beats.  When rank 0 reports a lost rank,
+exits, or falls silent, this command kills ``mpiexec``'s whole process group
+(``mpiexec`` itself may hang for minutes on a cut link) and exits non-zero.
+A rank whose connection closes without its goodbye is named with its host
+at once (a killed rank or host; ``mpiexec``'s own message may not say).
 """
 from __future__ import annotations
 
@@ -335,7 +337,7 @@ def mpiexec() -> str:
 def _run_mpi(command: list, hosts: list, env: dict, staged=None) -> int:
     listener = socket.socket()
     listener.bind((_reachable_address(hosts[0].name), 0))
-    listener.listen(1)
+    listener.listen(len(hosts))
     address, port = listener.getsockname()[:2]
     env['JOB_STREAM_MONITOR'] = f'{address}:{port}'
     cpus = [f'{h.name}={h.cpus}' for h in hosts if h.cpus]
@@ -439,7 +441,7 @@ def _exit_notifier(proc) -> Optional[int]:
 def _supervise_loop(proc, listener, sel, exited: Optional[int]) -> int:
     # Without a pidfd, mpiexec's exit is noticed by polling this often.
     poll = 0.5 if exited is not None else 0.05
-    conn = None
+    ranks: dict = {}  # connection -> [rank, host, said goodbye]
     last_beat = None
     gone_since = None
     grace = LAUNCHER_GRACE
@@ -460,15 +462,39 @@ def _supervise_loop(proc, listener, sel, exited: Optional[int]) -> int:
                 conn, _ = listener.accept()
                 conn.setblocking(False)
                 sel.register(conn, selectors.EVENT_READ)
-                last_beat = time.monotonic()
+                ranks[conn] = [0, '?', False]
                 continue
+            conn = key.fileobj
+            me = ranks[conn]
             try:
                 data = conn.recv(65536)
             except OSError:
                 data = b''
+            if data.startswith(b'H'):
+                hello, _, data = data[1:].partition(b'\n')
+                rank, _, host = hello.decode(errors='replace').partition(' ')
+                me[:2] = int(rank), host
+                if me[0] == 0:
+                    last_beat = time.monotonic()
+                if not data:
+                    continue
+            if me[0] != 0:  # another rank: only its goodbye, or its loss
+                if b'D' in data:
+                    me[2] = True
+                elif not data:
+                    sel.unregister(conn)
+                    conn.close()
+                    del ranks[conn]
+                    if not me[2] and not finished:
+                        click.echo(f'job_stream: rank {me[0]} on host {me[1]} '
+                                   f'ended before its part of the run was '
+                                   f'done (killed, or its host went down).',
+                                   err=True)
+                continue
             if not data:
                 sel.unregister(conn)
                 conn.close()
+                del ranks[conn]
                 gone_since = gone_since or time.monotonic()
                 continue
             last_beat = time.monotonic()

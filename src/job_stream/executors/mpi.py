@@ -175,7 +175,7 @@ class World:
         self.gone: set = set()       # peers that said goodbye
         self.lost: Optional[tuple] = None  # (rank, seconds of silence)
         self._stop = threading.Event()
-        self._monitor = _connect_monitor() if self.rank == 0 else None
+        self._monitor = _connect_monitor(self.rank, me[0])
         self._beat_thread = threading.Thread(target=self._beat, daemon=True,
                                              name='job_stream-heartbeat')
         self._beat_thread.start()
@@ -215,7 +215,7 @@ class World:
                     if p not in self.gone:
                         pending.append(self.beats.Isend([beat, MPI.BYTE], p,
                                                         TAG_BEAT))
-                if self._monitor is not None:
+                if self._monitor is not None and self.rank == 0:
                     self._tell_monitor(b'.')
             while self.beats.Iprobe(MPI.ANY_SOURCE, TAG_BEAT, status):
                 src = status.Get_source()
@@ -298,14 +298,20 @@ def _say(message: str) -> None:
         pass
 
 
-def _connect_monitor():
-    """Rank 0 tells the job_stream command it is alive (see cli.py)."""
+def _connect_monitor(rank: int, host: str):
+    """Connect to the job_stream command (see cli.py) and say who we are.
+
+    Rank 0 then beats on it; every rank says ``D`` when it leaves in order,
+    so a connection closing without it names a rank killed or lost with its
+    host.  Without a command (plain mpiexec), None."""
     address = os.environ.get('JOB_STREAM_MONITOR')
     if not address:
         return None
-    host, _, port = address.rpartition(':')
+    where, _, port = address.rpartition(':')
     try:
-        s = socket.create_connection((host, int(port)), timeout=5)
+        s = socket.create_connection((where, int(port)),
+                                     timeout=5 if rank == 0 else 1)
+        s.sendall(f'H{rank} {host}\n'.encode())
         s.setblocking(False)
         return s
     except (OSError, ValueError):
