@@ -38,12 +38,20 @@ LONG_ITEM_SECONDS = 0.002
 # to +7 MiB over a serial loop: the read-ahead (size x workers) plus two
 # batches per worker in flight are what the primary holds.
 MAX_ITEMS = 16384
+# Long items are still queued one ahead per worker when their durations are
+# regular: the last REGULAR_SAMPLES batches all within a factor
+# REGULAR_SPREAD of each other.  Then the round trip between two items
+# (~0.2-0.5 ms here) does not leave the worker idle (bench/throughput.py,
+# section 2), while heavy-tailed durations (section 3) never look regular,
+# so a short item does not wait behind a long one there.
+REGULAR_SAMPLES = 6
+REGULAR_SPREAD = 1.5
 
 
 class BatchSizer:
     """Per-chain estimate of seconds per item, and the batch size it implies."""
 
-    __slots__ = ('size', 'per_item', 'peak')
+    __slots__ = ('size', 'per_item', 'peak', 'recent')
 
     def __init__(self):
         self.size = 1
@@ -52,6 +60,7 @@ class BatchSizer:
         # each batch, so one long item among short ones (heavy-tailed
         # durations) stops batching and prefetch for a while.
         self.peak = 0.0
+        self.recent: list = []  # the last seconds per item, for `regular`
 
     def observe(self, items: int, seconds: float) -> None:
         """Record that a batch of ``items`` took ``seconds`` in user code."""
@@ -61,6 +70,7 @@ class BatchSizer:
         self.per_item = (sample if self.per_item is None
                          else 0.5 * self.per_item + 0.5 * sample)
         self.peak = max(sample, 0.5 * self.peak)
+        self.recent = self.recent[1 - REGULAR_SAMPLES:] + [sample]
         if self.peak > LONG_ITEM_SECONDS:
             self.size = 1
             return
@@ -68,10 +78,20 @@ class BatchSizer:
         self.size = int(max(1, min(ideal, 2 * self.size, MAX_ITEMS)))
 
     @property
-    def prefetch(self) -> bool:
-        """True when items are short enough to queue a batch ahead per worker.
+    def regular(self) -> bool:
+        """True when the last batches took about the same time per item."""
+        recent = self.recent
+        return (len(recent) == REGULAR_SAMPLES
+                and max(recent) <= REGULAR_SPREAD * min(recent))
 
-        Long items (over ``LONG_ITEM_SECONDS``) are sent one at a time to
-        idle workers only, so none waits behind another on a busy worker.
+    @property
+    def prefetch(self) -> bool:
+        """True when a batch may be queued ahead on a busy worker: items
+        short enough, or regular in duration.
+
+        Long items (over ``LONG_ITEM_SECONDS``) of irregular durations are
+        sent one at a time to idle workers only, so none waits behind
+        another on a busy worker.
         """
-        return self.per_item is not None and self.peak <= LONG_ITEM_SECONDS
+        return self.per_item is not None and (self.peak <= LONG_ITEM_SECONDS
+                                              or self.regular)
