@@ -330,3 +330,26 @@ def test_shared_dataset_sent_once_per_host(run_script):
     # the closure ships it with the code of every run to every rank
     assert closure['bytes_sent'] > 4 * 2 * size
 
+
+
+
+def test_run_inside_a_job_is_local_on_every_rank(run_script):
+    """A job that itself calls job_stream.map runs it in its worker process,
+    on every rank (workers know their rank but have no MPI of their own)."""
+    p = run_script('''
+    import time
+    import job_stream
+    from job_stream.inline import Work, getRank
+    def job(x):
+        time.sleep(0.01)
+        inner = job_stream.map(abs, [-1, -2], report=False,
+                               useMultiprocessing=False)
+        return getRank(), x + sum(inner)
+    w = Work(range(60), processes=1, report=False)
+    w.job(job)
+    out = w.run()
+    if out is not None:
+        print('RANKS', sorted(set(r for r, _ in out)),
+              'SUM', sum(v for _, v in out))
+    ''', launcher=[*MPIEXEC, '2'], timeout=120)
+    assert f'RANKS [0, 1] SUM {sum(range(60)) + 60 * 3}' in p.stdout, p.stdout

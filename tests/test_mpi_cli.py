@@ -86,7 +86,6 @@ def test_config_hostfile(js, tmp_path):
         'print("RANK", getRank(), getHostCpuCount(), getCpuCount(), flush=True)\n')
     p = js('python', 'prog.py')
     lines = sorted(l for l in p.stdout.splitlines() if l.startswith('RANK'))
-    host = os.cpu_count()
     assert [l.split()[1] for l in lines] == ['0', '1']
     assert lines[1].split()[2] == '1'
     assert js('config', 'hostfile=').stdout.strip() == 'hostfile='
@@ -113,3 +112,21 @@ def test_allocation_hosts_from_slurm_nodelist(js, tmp_path):
         capture_output=True, text=True, timeout=60,
         env=script_env({'PBS_NODEFILE': str(nodefile)}))
     assert p.stdout.strip() == "['a', 'b']"
+
+
+def test_monitor_frames_need_the_token_and_whole_lines():
+    """The command's view of a rank's monitor connection: a hello split
+    across reads, beats, a lost-rank line containing a 'D', a goodbye; a
+    stranger (wrong token, or bytes before a hello) is dropped."""
+    from job_stream.cli import _RankLink
+    link = _RankLink('t0k')
+    assert link.feed(b'Ht0') == [] and link.rank is None and not link.bad
+    assert link.feed(b'k 0 nodeA\n..') == [('beat', ''), ('beat', '')]
+    assert (link.rank, link.host) == (0, 'nodeA')
+    lost = b'Ljob_stream: rank 0 (host nodeA) lost rank 2 (host nodeD): ...\n'
+    assert link.feed(lost + b'D') == [('lost', lost[1:-1].decode()), ('bye', '')]
+    assert link.bye and not link.bad
+    for stranger in (b'Hwrong 1 x\n', b'HEAD / HTTP/1.0\r\n', b'D'):
+        other = _RankLink('t0k')
+        other.feed(stranger)
+        assert other.bad and other.rank is None

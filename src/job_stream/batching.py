@@ -44,8 +44,12 @@ MAX_ITEMS = 16384
 # (~0.2-0.5 ms here) does not leave the worker idle (bench/throughput.py,
 # section 2), while heavy-tailed durations (section 3) never look regular,
 # so a short item does not wait behind a long one there.
+# Not above REGULAR_MAX_SECONDS per item, though: there the round trip is
+# negligible, and an item queued behind a long one could cost a whole item
+# at the end of a run.
 REGULAR_SAMPLES = 6
 REGULAR_SPREAD = 1.5
+REGULAR_MAX_SECONDS = 0.05
 
 
 class BatchSizer:
@@ -79,9 +83,11 @@ class BatchSizer:
 
     @property
     def regular(self) -> bool:
-        """True when the last batches took about the same time per item."""
+        """True when the last batches took about the same, moderate, time
+        per item."""
         recent = self.recent
         return (len(recent) == REGULAR_SAMPLES
+                and max(recent) <= REGULAR_MAX_SECONDS
                 and max(recent) <= REGULAR_SPREAD * min(recent))
 
     @property

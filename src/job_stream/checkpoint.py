@@ -99,8 +99,9 @@ class DeferredSignals:
     """On an MPI rank > 0 of a checkpointed run: SIGTERM, SIGINT and SIGUSR1
     (which ``mpiexec`` forwards to every rank) must not kill the rank while
     rank 0 writes the checkpoint they asked for, so they are noted and the
-    rank goes on serving until rank 0 ends the run.  A second SIGINT exits
-    at once (status 130), as on rank 0.  Use as a context manager."""
+    rank goes on serving until rank 0 ends the run; if the run ends without
+    stopping for it, it is raised again then.  A second SIGINT exits at once
+    (status 130), as on rank 0.  Use as a context manager."""
 
     def __init__(self):
         self._old: dict = {}
@@ -117,10 +118,14 @@ class DeferredSignals:
             os._exit(130)
         self.received = signum
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
         self._old = {}
+        if self.received is not None and exc_type is None:
+            # the run ended without stopping for it (sent to this rank
+            # alone, or too late): act on it now, as without deferral
+            os.kill(os.getpid(), self.received)
 
 
 # -- the file ------------------------------------------------------------------
@@ -631,18 +636,27 @@ class Checkpointer:
         """A job asked for a checkpoint after its work (``crash``: then exit)."""
         self._forced = bool(crash) or bool(self._forced)
 
-    def due(self) -> bool:
-        """Whether the next :meth:`tick` takes a checkpoint."""
-        return (self._stop is not None or bool(self._forced)
-                or ((self._writer is None or not self._writer.is_alive())
-                    and (self._forced is not None
-                         or time.monotonic() - self._last >= self.interval)))
-
-    def tick(self, proc, results: Optional[list]) -> None:
+    def tick(self, proc, results: Optional[list],
+             settle: Optional[Callable[[], None]] = None) -> None:
         """Called between two applies: finish a background write, take a
-        checkpoint if one is due, stop if asked to."""
+        checkpoint if one is due, stop if asked to.
+
+        ``settle()`` runs first when a checkpoint is to be taken: it brings
+        the Processor to a state without work half-way through a reducer
+        (and may finish the run, in which case no checkpoint is taken).
+        """
         self._reap(block=False)
-        if self._stop is not None or self._forced:
+        stopping = self._stop is not None or bool(self._forced)
+        if not stopping and not (
+                self._writer is None
+                and (self._forced is not None
+                     or time.monotonic() - self._last >= self.interval)):
+            return
+        if settle is not None:
+            settle()
+            if proc.finished:
+                return
+        if stopping:
             self._reap(block=True)
             self.take(proc, results, background=False)
             if self._stop is not None:
@@ -654,13 +668,10 @@ class Checkpointer:
                 f'job_stream: the checkpoint {self.path} was forced by a job and '
                 f'the run exits as asked (a test of crash recovery); re-running '
                 f'the same command resumes the run.')
-        due = (self._forced is not None
-               or time.monotonic() - self._last >= self.interval)
-        if due and self._writer is None:
-            self._forced = None
-            # The first one is written before going on: until it exists, a
-            # crash means starting over (init again, results again).
-            self.take(proc, results, background=self._last != float('-inf'))
+        self._forced = None
+        # The first one is written before going on: until it exists, a
+        # crash means starting over (init again, results again).
+        self.take(proc, results, background=self._last != float('-inf'))
 
     def take(self, proc, results: Optional[list], background: bool) -> None:
         from . import __version__

@@ -23,6 +23,7 @@ at once (a killed rank or host; ``mpiexec``'s own message may not say).
 from __future__ import annotations
 
 import os
+import secrets
 import selectors
 import shutil
 import signal
@@ -336,10 +337,13 @@ def mpiexec() -> str:
 
 def _run_mpi(command: list, hosts: list, env: dict, staged=None) -> int:
     listener = socket.socket()
-    listener.bind((_reachable_address(hosts[0].name), 0))
+    # an address every rank reaches: seen from a remote host if any
+    remote = [h.name for h in hosts if not is_local(h.name)]
+    listener.bind((_reachable_address((remote or [hosts[0].name])[0]), 0))
     listener.listen(len(hosts))
     address, port = listener.getsockname()[:2]
-    env['JOB_STREAM_MONITOR'] = f'{address}:{port}'
+    token = secrets.token_hex(8)  # a rank's hello must carry it
+    env['JOB_STREAM_MONITOR'] = f'{address}:{port}:{token}'
     cpus = [f'{h.name}={h.cpus}' for h in hosts if h.cpus]
     if cpus:
         env[CPUS_ENV] = ','.join(cpus)
@@ -370,7 +374,7 @@ def _run_mpi(command: list, hosts: list, env: dict, staged=None) -> int:
         proc = subprocess.Popen(args, env=env, start_new_session=True)
         try:
             with _Forward(proc, sigint=True):
-                return _supervise(proc, listener)
+                return _supervise(proc, listener, token)
         except KeyboardInterrupt:
             _kill_group(proc)
             return 130
@@ -414,7 +418,57 @@ def _reachable_address(first_host: str) -> str:
         return '0.0.0.0'
 
 
-def _supervise(proc, listener) -> int:
+class _RankLink:
+    """What one rank's monitor connection said: frames are ``H<token>
+    <rank> <host>\\n`` (first), ``.`` (a beat), ``D`` (goodbye) and
+    ``L<message>\\n`` (rank 0 lost another rank)."""
+
+    def __init__(self, token: str):
+        self._token = token
+        self._buf = b''
+        self.rank: Optional[int] = None
+        self.host = '?'
+        self.bye = False
+        self.bad = False  # not one of our ranks: dropped
+
+    def feed(self, data: bytes) -> list:
+        """Take received bytes; return the complete frames as
+        ``(kind, text)`` pairs: ``beat``, ``bye`` or ``lost``."""
+        self._buf += data
+        frames: list = []
+        while self._buf and not self.bad:
+            head = self._buf[:1]
+            if head in b'HL':
+                line, sep, rest = self._buf[1:].partition(b'\n')
+                if not sep:
+                    break  # wait for the rest of the line
+                self._buf = rest
+                text = line.decode(errors='replace')
+                if head == b'L':
+                    frames.append(('lost', text.strip()))
+                    continue
+                token, _, who = text.partition(' ')
+                rank, _, host = who.partition(' ')
+                if self.rank is not None or token != self._token \
+                        or not rank.isdigit():
+                    self.bad = True
+                else:
+                    self.rank, self.host = int(rank), host
+            elif self.rank is None:
+                self.bad = True  # anything before the hello
+            else:
+                self._buf = self._buf[1:]
+                if head == b'D':
+                    self.bye = True
+                    frames.append(('bye', ''))
+                elif head == b'.':
+                    frames.append(('beat', ''))
+                else:
+                    self.bad = True
+        return frames
+
+
+def _supervise(proc, listener, token: str) -> int:
     """Wait for mpiexec; kill its process group when rank 0 is gone."""
     sel = selectors.DefaultSelector()
     sel.register(listener, selectors.EVENT_READ)
@@ -422,7 +476,7 @@ def _supervise(proc, listener) -> int:
     if exited is not None:
         sel.register(exited, selectors.EVENT_READ)
     try:
-        return _supervise_loop(proc, listener, sel, exited)
+        return _supervise_loop(proc, listener, sel, exited, token)
     finally:
         sel.close()
         if exited is not None:
@@ -438,19 +492,21 @@ def _exit_notifier(proc) -> Optional[int]:
         return None
 
 
-def _supervise_loop(proc, listener, sel, exited: Optional[int]) -> int:
+def _supervise_loop(proc, listener, sel, exited: Optional[int],
+                    token: str) -> int:
     # Without a pidfd, mpiexec's exit is noticed by polling this often.
     poll = 0.5 if exited is not None else 0.05
-    ranks: dict = {}  # connection -> [rank, host, said goodbye]
+    ranks: dict = {}  # connection -> _RankLink
     last_beat = None
     gone_since = None
     grace = LAUNCHER_GRACE
     finished = False
+    named = False  # a lost rank was named already
     while True:
         code = proc.poll()
         if code is not None:
             _kill_group(proc)  # leftovers (ssh clients) of a finished launcher
-            if code != 0 and not finished and gone_since is None:
+            if code != 0 and not finished and gone_since is None and not named:
                 click.echo(f'job_stream: mpiexec exited with status {code} '
                            f'before rank 0 finished (a rank, its host or its '
                            f'link was lost; see the messages above).', err=True)
@@ -462,51 +518,41 @@ def _supervise_loop(proc, listener, sel, exited: Optional[int]) -> int:
                 conn, _ = listener.accept()
                 conn.setblocking(False)
                 sel.register(conn, selectors.EVENT_READ)
-                ranks[conn] = [0, '?', False]
+                ranks[conn] = _RankLink(token)
                 continue
             conn = key.fileobj
-            me = ranks[conn]
+            link = ranks[conn]
             try:
                 data = conn.recv(65536)
             except OSError:
                 data = b''
-            if data.startswith(b'H'):
-                hello, _, data = data[1:].partition(b'\n')
-                rank, _, host = hello.decode(errors='replace').partition(' ')
-                me[:2] = int(rank), host
-                if me[0] == 0:
-                    last_beat = time.monotonic()
-                if not data:
-                    continue
-            if me[0] != 0:  # another rank: only its goodbye, or its loss
-                if b'D' in data:
-                    me[2] = True
-                elif not data:
-                    sel.unregister(conn)
-                    conn.close()
-                    del ranks[conn]
-                    if not me[2] and not finished:
-                        click.echo(f'job_stream: rank {me[0]} on host {me[1]} '
-                                   f'ended before its part of the run was '
-                                   f'done (killed, or its host went down).',
-                                   err=True)
-                continue
-            if not data:
+            frames = link.feed(data) if data else []
+            if not data or link.rank is None and link.bad:
                 sel.unregister(conn)
                 conn.close()
                 del ranks[conn]
-                gone_since = gone_since or time.monotonic()
+                if link.rank == 0:
+                    gone_since = gone_since or time.monotonic()
+                elif (link.rank is not None and not link.bye and not finished
+                      and gone_since is None and not named):
+                    named = True
+                    click.echo(f'job_stream: rank {link.rank} on host '
+                               f'{link.host} ended before its part of the run '
+                               f'was done (killed, or its host went down).',
+                               err=True)
                 continue
+            if link.rank != 0:
+                continue  # other ranks only say hello and goodbye
             last_beat = time.monotonic()
-            if b'D' in data:
-                # rank 0 is leaving normally: the other ranks get the
-                # heartbeat deadline to finish their part of the script
-                finished = True
-                grace = LAUNCHER_GRACE + 10
-            if b'L' in data:
-                text = data[data.index(b'L') + 1:].decode(errors='replace')
-                click.echo(text.strip(), err=True)
-                gone_since = gone_since or time.monotonic()
+            for kind, text in frames:
+                if kind == 'bye':
+                    # rank 0 is leaving normally: the other ranks get the
+                    # heartbeat deadline to finish their part of the script
+                    finished = True
+                    grace = LAUNCHER_GRACE + 10
+                elif kind == 'lost':
+                    click.echo(text, err=True)
+                    gone_since = gone_since or time.monotonic()
         now = time.monotonic()
         if (gone_since is None and last_beat is not None
                 and now - last_beat > MONITOR_SILENCE):

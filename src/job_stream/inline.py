@@ -369,9 +369,11 @@ class Work:
             raise ConfigurationError(
                 f'The frame {_name(self._frames[-1][1])!r} was never closed: '
                 f'add an @w.frameEnd function after its stages.')
-        if _mpi.rank() > 0:
+        world = _mpi.world()
+        if world is not None and world.rank > 0:
             # Another rank: serve rank 0's batches; results, finish and
-            # init belong to rank 0.
+            # init belong to rank 0.  (Not rank(): inside a worker process,
+            # which knows its rank but has no MPI, a run is a local one.)
             run_pipeline(self._pipeline, (), None, self._options)
             return None
         inits = self._inits

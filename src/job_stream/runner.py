@@ -7,10 +7,11 @@ repeat until the Processor says the run is finished; then print the report.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import itertools
 import os
+import queue
 import sys
+import threading
 import time
 from collections import deque
 from contextlib import nullcontext
@@ -142,7 +143,13 @@ def _run_primary(compiled, world, work, handle_result, init, processes,
     progress = _Progress(source) if show_progress and _is_tty() else None
     if ckpt is not None:
         ckpt.install_signals()
-    closes = _CloseThread(proc)
+    # Without worker processes (useMultiprocessing=False everywhere) there
+    # is nothing to keep fed: reducer calls stay on this thread.
+    closes = _CloseThread(proc, threaded=pool is not None)
+
+    def settle() -> None:  # before a checkpoint
+        closes.settle()
+        _deliver(proc.take_results(), handle_result, results)
     try:
         while not proc.finished:
             closes.step()  # what a finished reducer call routes is sent now
@@ -178,11 +185,8 @@ def _run_primary(compiled, world, work, handle_result, init, processes,
                     ckpt.force(outcome.checkpoint)
             closes.step()
             _deliver(proc.take_results(), handle_result, results)
-            if ckpt is not None and not proc.finished and ckpt.due():
-                closes.settle()  # may finish the run
-                _deliver(proc.take_results(), handle_result, results)
             if ckpt is not None and not proc.finished:
-                ckpt.tick(proc, results)
+                ckpt.tick(proc, results, settle)
             if progress is not None:
                 progress.update(proc)
         if ckpt is not None:
@@ -225,46 +229,66 @@ def _run_primary(compiled, world, work, handle_result, init, processes,
 class _CloseThread:
     """Runs the Processor's reducer adds and frameEnds (:class:`CloseTask`)
     one at a time on a thread beside the dispatch loop, so that a heavy
-    reducer does not leave the workers without work."""
+    reducer does not leave the workers without work.
 
-    def __init__(self, proc: Processor):
+    The thread is a daemon: a run that fails while a reducer call is busy
+    does not keep the process from exiting.  With ``threaded=False`` the
+    calls are made on the loop itself.
+    """
+
+    def __init__(self, proc: Processor, threaded: bool = True):
         self._proc = proc
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix='job_stream-reducers')
         self._task: Optional[CloseTask] = None
-        self._future: Optional[concurrent.futures.Future] = None
+        self._done = threading.Event()
+        self._todo: Optional[queue.SimpleQueue] = None
+        if threaded:
+            self._todo = queue.SimpleQueue()
+            threading.Thread(target=self._serve, daemon=True,
+                             name='job_stream-reducers').start()
+
+    def _serve(self) -> None:
+        while True:
+            task = self._todo.get()
+            if task is None:
+                return
+            self._proc.run_close(task)  # never raises: errors go in the task
+            self._done.set()
 
     def step(self) -> bool:
         """Apply a finished call, start the next; True while one runs."""
-        if self._future is not None and self._future.done():
+        if self._todo is None:
+            self._proc.run_closes()
+            return False
+        if self._task is not None and self._done.is_set():
             self._apply()
-        if self._future is None:
-            task = self._proc.next_close()
-            if task is not None:
-                self._task = task
-                self._future = self._pool.submit(self._proc.run_close, task)
-        return self._future is not None
+        if self._task is None:
+            self._task = self._proc.next_close()
+            if self._task is not None:
+                self._todo.put(self._task)
+        return self._task is not None
 
     def wait(self, timeout: float) -> None:
         """Wait, at most ``timeout`` seconds, for the running call to end."""
-        if self._future is not None:
-            concurrent.futures.wait([self._future], timeout)
+        if self._task is not None:
+            self._done.wait(timeout)
 
     def settle(self) -> None:
         """Finish the running call and make the waiting ones here, so the
         Processor's state holds no half-reduced work (before a checkpoint).
         Waits as long as the user's reducer call takes."""
-        if self._future is not None:
-            self._future.result()
+        if self._task is not None:
+            self._done.wait()
             self._apply()
         self._proc.run_closes()
 
     def _apply(self) -> None:
-        task, self._task, self._future = self._task, None, None
+        task, self._task = self._task, None
+        self._done.clear()
         self._proc.apply_close(task)
 
     def shutdown(self) -> None:
-        self._pool.shutdown(wait=False)
+        if self._todo is not None:
+            self._todo.put(None)
 
 
 def _deliver(batch: list, handle_result, results: Optional[list]) -> None:

@@ -307,11 +307,12 @@ def _connect_monitor(rank: int, host: str):
     address = os.environ.get('JOB_STREAM_MONITOR')
     if not address:
         return None
-    where, _, port = address.rpartition(':')
+    rest, _, token = address.rpartition(':')
+    where, _, port = rest.rpartition(':')
     try:
         s = socket.create_connection((where, int(port)),
                                      timeout=5 if rank == 0 else 1)
-        s.sendall(f'H{rank} {host}\n'.encode())
+        s.sendall(f'H{token} {rank} {host}\n'.encode())
         s.setblocking(False)
         return s
     except (OSError, ValueError):
