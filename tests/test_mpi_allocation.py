@@ -171,3 +171,23 @@ def test_slurm_allocation_gives_hosts_and_cores(slurm, tmp_path):
     host, total, pids = next(l.split()[2:] for l in out.splitlines()
                              if l.startswith('CORES'))
     assert (host, total, pids) == ('1', '1', '1'), out
+
+
+
+def test_slurm_cpus_of_another_node_are_ignored(monkeypatch):
+    """``SLURM_CPUS_ON_NODE`` bounds this host's cores only when it was set
+    on this node: the launcher forwards the first node's environment to
+    every rank, and nodes of an allocation may differ."""
+    import socket
+    from job_stream.hosts import usable_cpus
+    monkeypatch.delenv('SLURM_JOB_ID', raising=False)
+    unbound = usable_cpus()   # affinity and cgroup only
+    assert unbound > 1, 'needs a host with 2 cores or more'
+    monkeypatch.setenv('SLURM_JOB_ID', '1')
+    monkeypatch.setenv('SLURM_CPUS_ON_NODE', '1')
+    monkeypatch.delenv('SLURMD_NODENAME', raising=False)
+    assert usable_cpus() == 1
+    monkeypatch.setenv('SLURMD_NODENAME', socket.gethostname().split('.')[0])
+    assert usable_cpus() == 1
+    monkeypatch.setenv('SLURMD_NODENAME', 'another-node')
+    assert usable_cpus() == unbound

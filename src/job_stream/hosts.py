@@ -192,8 +192,9 @@ def usable_cpus() -> int:
     ``taskset`` or a batch system's binding narrows), bounded by its
     cgroup's CPU quota (:func:`cgroup_cpu_limit`) and, inside a SLURM job,
     by the CPUs allocated on this node (``SLURM_CPUS_ON_NODE``: a cluster
-    without CPU binding leaves the affinity at the whole machine); at
-    least 1."""
+    without CPU binding leaves the affinity at the whole machine; ignored
+    when ``SLURMD_NODENAME`` names another node, i.e. the environment was
+    forwarded from there); at least 1."""
     try:
         count = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS
@@ -202,7 +203,12 @@ def usable_cpus() -> int:
     if limit is not None:
         count = min(count, limit)
     allocated = os.environ.get('SLURM_CPUS_ON_NODE', '')
-    if allocated.isdigit() and int(allocated) > 0 and 'SLURM_JOB_ID' in os.environ:
+    node = os.environ.get('SLURMD_NODENAME')
+    if (allocated.isdigit() and int(allocated) > 0
+            and 'SLURM_JOB_ID' in os.environ
+            # not a value forwarded from another node by the launcher
+            and (node is None
+                 or node.split('.')[0] == socket.gethostname().split('.')[0])):
         count = min(count, int(allocated))
     return max(1, count)
 
