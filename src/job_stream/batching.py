@@ -16,6 +16,8 @@ batch, from 1) towards ``TARGET_SECONDS`` worth of work; items longer than
 """
 from __future__ import annotations
 
+from collections import deque
+
 # Wall time one batch should take.  Set with bench/throughput.py, section 1
 # (throughput, 2M trivial items, 2 workers): at 20 ms per batch the per-batch
 # cost (pickling, one socket round trip, the Processor's bookkeeping) is
@@ -64,7 +66,8 @@ class BatchSizer:
         # each batch, so one long item among short ones (heavy-tailed
         # durations) stops batching and prefetch for a while.
         self.peak = 0.0
-        self.recent: list = []  # the last seconds per item, for `regular`
+        # the last seconds per item, for `regular`
+        self.recent: deque = deque(maxlen=REGULAR_SAMPLES)
 
     def observe(self, items: int, seconds: float) -> None:
         """Record that a batch of ``items`` took ``seconds`` in user code."""
@@ -74,7 +77,7 @@ class BatchSizer:
         self.per_item = (sample if self.per_item is None
                          else 0.5 * self.per_item + 0.5 * sample)
         self.peak = max(sample, 0.5 * self.peak)
-        self.recent = self.recent[1 - REGULAR_SAMPLES:] + [sample]
+        self.recent.append(sample)
         if self.peak > LONG_ITEM_SECONDS:
             self.size = 1
             return

@@ -84,10 +84,7 @@ class _Group(click.Group):
     def get_command(self, ctx, name):
         command = super().get_command(ctx, name)
         if command is None and name == 'cache':
-            try:
-                from .cache.cli import cache  # provided by the cache module
-            except ImportError:
-                return None
+            from .cache.cli import cache  # imported only when used: startup
             return cache
         return command
 
@@ -98,12 +95,7 @@ class _Group(click.Group):
         return '_run', _run_command, args
 
     def list_commands(self, ctx):
-        names = super().list_commands(ctx)
-        try:
-            from .cache.cli import cache  # noqa: F401
-            names = sorted(names + ['cache'])
-        except ImportError:
-            pass
+        names = sorted(super().list_commands(ctx) + ['cache'])
         return [n for n in names if n != '_run']
 
 
