@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import multiprocessing
 import os
 import random
@@ -100,9 +101,16 @@ def calibrate(seconds: float) -> tuple:
 
 # -- contenders -------------------------------------------------------------
 class Peers:
-    """The peers' pools, started once and reused across rounds."""
+    """The peers' pools, started once and reused across rounds.
+
+    Dask's cluster is the exception: it runs only during Dask's own turn
+    (:meth:`dask`), because an idle ``LocalCluster`` (scheduler heartbeats,
+    worker and nanny event loops) takes ~17% of one core here, which would
+    slow every other contender by a few percent.
+    """
 
     def __init__(self, workers: int):
+        self.workers = workers
         self.pool = multiprocessing.get_context('fork').Pool(workers)
         self.ppe = concurrent.futures.ProcessPoolExecutor(
             workers, mp_context=multiprocessing.get_context('fork'))
@@ -110,24 +118,37 @@ class Peers:
         self.joblib = joblib
         self.parallel = joblib.Parallel(n_jobs=workers)
         import dask.bag
-        from dask.distributed import Client, LocalCluster
         self.bag = dask.bag
-        self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
-                                    processes=True, dashboard_address=None)
-        self.client = Client(self.cluster)  # dask.bag computes on it
+        self.client = None  # set during dask()
         # warm up everything
         self.pool.map(inc, range(100))
         list(self.ppe.map(inc, range(100)))
         self.parallel(joblib.delayed(inc)(i) for i in range(100))
-        self.bag.from_sequence(range(100), npartitions=2).map(inc).sum().compute()
-        self.client.gather(self.client.map(inc, range(100)))
         job_stream.map(inc, range(100), report=False)
+
+    @contextlib.contextmanager
+    def dask(self):
+        """A warm local Dask cluster of ``workers`` single-threaded worker
+        processes, for the length of one measurement."""
+        from dask.distributed import Client, LocalCluster
+        with LocalCluster(n_workers=self.workers, threads_per_worker=1,
+                          processes=True, dashboard_address=None) as cluster, \
+                Client(cluster) as client:  # dask.bag computes on it
+            self.bag.from_sequence(range(100), npartitions=2).map(inc).sum().compute()
+            client.gather(client.map(inc, range(100)))
+            self.client = client
+            try:
+                yield
+            finally:
+                self.client = None
+
+    def around(self, name: str):
+        """The context a contender's measurement runs in."""
+        return self.dask() if name.startswith('dask') else contextlib.nullcontext()
 
     def close(self):
         self.pool.terminate()
         self.ppe.shutdown()
-        self.client.close()
-        self.cluster.close()
 
 
 def js_map(func, items):
@@ -197,15 +218,17 @@ def timed_tasks(fn) -> tuple:
     return time.perf_counter() - t, cpus
 
 
-def interleave(contenders: dict, rounds: int, measure) -> dict:
+def interleave(contenders: dict, rounds: int, measure, around=None) -> dict:
     """Run every contender once per round, rotating the order; return
-    name -> list of measurements."""
+    name -> list of measurements.  ``around(name)``, if given, is a context
+    the measurement runs in (set up and torn down untimed)."""
     names = list(contenders)
     out = {name: [] for name in names}
     for r in range(rounds):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
-            out[name].append(measure(name, contenders[name]))
+            with around(name) if around else contextlib.nullcontext():
+                out[name].append(measure(name, contenders[name]))
     return out
 
 
@@ -218,7 +241,8 @@ def timed(fn) -> float:
 # -- the four measurements --------------------------------------------------
 def bench_throughput(peers, n, rounds):
     contenders = throughput_contenders(peers, n)
-    raw = interleave(contenders, rounds, lambda name, fn: n / timed(fn))
+    raw = interleave(contenders, rounds, lambda name, fn: n / timed(fn),
+                     peers.around)
     med = {k: statistics.median(v) for k, v in raw.items()}
     ref = med[f'Pool.imap(chunksize={CHUNKSIZE})']
     rows = [(k, f'{v / 1e6:.3f} M items/s', f'{v / ref:.2f}x Pool.imap',
@@ -229,7 +253,7 @@ def bench_throughput(peers, n, rounds):
 def bench_efficiency(peers, items, rounds, rate):
     sizes = [int(0.010 * rate)] * items
     raw = interleave(task_contenders(peers, sizes), rounds,
-                     lambda name, fn: timed_tasks(fn))
+                     lambda name, fn: timed_tasks(fn), peers.around)
     eff = {k: [sum(cpus) / (WORKERS * wall) for wall, cpus in v]
            for k, v in raw.items()}
     med = {k: statistics.median(v) for k, v in eff.items()}
@@ -247,7 +271,7 @@ def bench_makespan(peers, items, rounds, rate, seconds):
     durations = [d * scale for d in raw_d]
     sizes = [max(1, int(d * rate)) for d in durations]
     raw = interleave(task_contenders(peers, sizes), rounds,
-                     lambda name, fn: timed_tasks(fn))
+                     lambda name, fn: timed_tasks(fn), peers.around)
     longest_share = max(durations) / sum(durations)
     # the ideal of each run from its own tasks' CPU times
     ratio = {k: [wall / max(sum(cpus) / WORKERS, max(cpus))

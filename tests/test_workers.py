@@ -221,3 +221,34 @@ def test_heavy_reducer_does_not_stall_workers(run_script):
     seen, total, calls = map(int, proc.stdout.split())
     assert seen == 200 and total == 200
     assert calls <= 3  # the first call, then the rest at once
+
+
+def test_work_queued_behind_a_long_item_goes_to_an_idle_worker(run_script):
+    """A batch queued on a worker behind a running one (so that no round
+    trip separates them) is taken back when another worker goes idle: no
+    worker idles while work waits.  Here one item runs until every other
+    item has come out; a short item stuck behind it would never come out,
+    and the long item would give up and fail the run."""
+    proc = run_script('''
+        import os, time
+        from job_stream.inline import Work
+        N = 40
+        def job(x):
+            if x == 'long':
+                deadline = time.monotonic() + 20
+                while not os.path.exists('shorts_done'):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError('short items waited behind me')
+                    time.sleep(0.01)
+            return x
+        out = []
+        with Work(['long'] + list(range(N)), processes=2, report=False) as w:
+            w.job(job)
+            @w.result
+            def collect(x):
+                out.append(x)
+                if len(out) == N:
+                    open('shorts_done', 'w').close()
+        print(out[-1], sorted(out[:-1]) == list(range(N)))
+    ''')
+    assert proc.stdout.split() == ['long', 'True']

@@ -5,18 +5,22 @@ an ``if __name__ == '__main__':`` guard is not re-run, whatever the platform.
 The user's code arrives by value (cloudpickle) in a ``run`` message.
 
 FD is one end of a socket pair to the primary.  A reader thread drains it
-into a queue, so the primary can always send (no deadlock when both sides
-send large messages), and leaves the process at once when it closes, which
-happens when the primary exits or is killed: workers never outlive it.
+into an :class:`Inbox`, so the primary can always send (no deadlock when both
+sides send large messages), and leaves the process at once when it closes,
+which happens when the primary exits or is killed: workers never outlive it.
+The reader also answers ``revoke``: a batch still waiting in the inbox is
+taken out and handed back (``revoked``), so the primary can give it to an
+idle worker instead.
 """
 from __future__ import annotations
 
 import os
-import queue
 import random
 import signal
+import struct
 import sys
 import threading
+from collections import deque
 from multiprocessing.connection import Connection
 
 from .batch import Failed
@@ -26,15 +30,63 @@ from .executors.chain import ChainRunner, failure
 from .serialization import dumps, find_unpicklable, loads
 
 
-def _read_forever(conn: Connection, inbox: queue.SimpleQueue) -> None:
+# A batch message is BATCH + its (run id, batch id) + the pickled batch, so
+# the reader thread can find it without unpickling it (unpickling work may
+# need the sys.path that the preceding ``run`` message sets, on the main
+# thread); REVOKE + the same ids asks for a batch back.  Other messages are
+# plain pickles (which start with b'\x80').
+BATCH, REVOKE = b'B', b'R'
+IDS = struct.Struct('<qq')
+
+
+class Inbox:
+    """Messages from the primary, in order; a batch not yet started can be
+    taken out again (:meth:`revoke`)."""
+
+    def __init__(self):
+        self._messages: deque = deque()  # (ids or None, message bytes)
+        self._ready = threading.Condition()
+
+    def put(self, ids, data: bytes) -> None:
+        with self._ready:
+            self._messages.append((ids, data))
+            self._ready.notify()
+
+    def get(self) -> tuple:
+        """The next message, unpickled."""
+        with self._ready:
+            while not self._messages:
+                self._ready.wait()
+            ids, data = self._messages.popleft()
+        return loads(memoryview(data)[1 + IDS.size:] if ids else data)
+
+    def revoke(self, ids: tuple) -> bool:
+        """Remove that batch if it is still waiting; True if it was."""
+        with self._ready:
+            for entry in self._messages:
+                if entry[0] == ids:
+                    self._messages.remove(entry)
+                    return True
+        return False
+
+
+def _read_forever(conn: Connection, inbox: Inbox, send) -> None:
     try:
         while True:
-            inbox.put(conn.recv_bytes())
+            data = conn.recv_bytes()
+            tag = data[:1]
+            if tag == REVOKE:
+                ids = IDS.unpack_from(data, 1)
+                if inbox.revoke(ids):
+                    send(dumps(('revoked',) + ids))
+            else:
+                inbox.put(IDS.unpack_from(data, 1) if tag == BATCH else None,
+                          data)
     except (EOFError, OSError):
         os._exit(0)  # the primary is gone: leave now, whatever is running
 
 
-def _send_outcome(conn: Connection, run_id: int, outcome, last_stage: str) -> None:
+def _send_outcome(send, run_id: int, outcome, last_stage: str) -> None:
     try:
         data = dumps(('out', run_id, outcome))
     except Exception:
@@ -45,7 +97,7 @@ def _send_outcome(conn: Connection, run_id: int, outcome, last_stage: str) -> No
             f'Work emitted by stage {last_stage!r} cannot be pickled to send '
             f'it to the primary process: {error!r}. Emit plain data (numbers, '
             f'strings, lists, dicts, numpy arrays, picklable objects).\n')))
-    conn.send_bytes(data)
+    send(data)
 
 
 def _stop_signal(signum, frame) -> None:
@@ -62,12 +114,17 @@ def main() -> None:
     conn = Connection(int(sys.argv[1]))
     whole_lines()  # the primary's forwarding threads merge the workers' streams
     random.seed()  # fresh interpreters already differ; be explicit anyway
-    inbox: queue.SimpleQueue = queue.SimpleQueue()
-    threading.Thread(target=_read_forever, args=(conn, inbox),
+    inbox = Inbox()
+    sending = threading.Lock()  # outcomes (here) and revoked (the reader)
+
+    def send(data: bytes) -> None:
+        with sending:
+            conn.send_bytes(data)
+    threading.Thread(target=_read_forever, args=(conn, inbox, send),
                      daemon=True).start()
     run_id, runner, setup_error, chains = None, None, None, {}
     while True:
-        msg = loads(inbox.get())
+        msg = inbox.get()
         kind = msg[0]
         if kind == 'batch':
             _, rid, batch_id, chain_id, works, cuts, position = msg
@@ -77,7 +134,7 @@ def main() -> None:
                 outcome = setup_error._replace_batch(batch_id)
             else:
                 outcome = runner.run(batch_id, chain_id, works, cuts, position)
-            _send_outcome(conn, run_id, outcome,
+            _send_outcome(send, run_id, outcome,
                           chains[chain_id][-1].name if chains else '?')
             sys.stdout.flush()
             sys.stderr.flush()

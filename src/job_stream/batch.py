@@ -8,7 +8,10 @@ executor runs it and answers with exactly one outcome:
   whether a job forced a checkpoint;
 * :class:`Failed` - user code raised; carries the traceback as text;
 * :class:`Lost` - the worker died or overran its timeout; the batch may be
-  retried.
+  retried;
+* :class:`Revoked` - the executor took the batch back before it started
+  (it was queued behind another on a worker that stayed busy while a slot
+  went idle); it is queued again as it was.
 """
 from __future__ import annotations
 
@@ -63,4 +66,9 @@ class Lost:
     extra: dict = field(default_factory=dict)
 
 
-Outcome = Any  # Done | Failed | Lost
+@dataclass
+class Revoked:
+    batch: int
+
+
+Outcome = Any  # Done | Failed | Lost | Revoked

@@ -38,9 +38,10 @@ import itertools
 import threading
 import time
 from collections import deque
+from operator import length_hint
 from typing import Any, Iterator, Optional
 
-from .batch import Batch, Done, Failed, Lost
+from .batch import Batch, Done, Failed, Lost, Revoked
 from .batching import BatchSizer
 from .errors import RemoteTraceback, WorkerLostError, annotate, short_repr
 from .pipeline import OUTPUT, Chain, Close, CompiledPipeline, Enter
@@ -127,20 +128,23 @@ class Processor:
 
     # -- the two ways in ------------------------------------------------
     def next_batch(self, multiprocessing: bool,
-                   short_only: bool = False) -> Optional[Batch]:
+                   ahead: bool = False) -> Optional[Batch]:
         """Take the next batch for an executor of the given kind, or None.
 
         Picks the deepest chain with queued work; reads more input only when
-        nothing is queued for this kind of executor.  With ``short_only``,
-        only chains whose items are short enough to queue behind a running
-        batch qualify (see :attr:`BatchSizer.prefetch`).
+        nothing is queued for this kind of executor.  With ``ahead`` the
+        batch is to wait on a worker behind a running one (the executor takes
+        it back if a slot goes idle, see :class:`Revoked`): only chains that
+        have run a batch already, and have no timeout (a deadline runs from
+        the dispatch), qualify.
         """
         for _ in range(2):
             for chain in self._order:
                 if chain.use_multiprocessing == multiprocessing:
                     queue = self.pending[chain.id]
-                    if queue and (not short_only
-                                  or self.sizers[chain.id].prefetch):
+                    if queue and (not ahead or (
+                            chain.timeout is None
+                            and self.sizers[chain.id].per_item is not None)):
                         return self._take(chain, queue)
             if self.input_done or self.pending_items >= self._read_ahead():
                 return None
@@ -160,6 +164,8 @@ class Processor:
                 self._release(red, count)
         elif isinstance(outcome, Lost):
             self._retry(batch, outcome.reason)
+        elif isinstance(outcome, Revoked):
+            self._requeue(batch, batch.attempts)
         elif isinstance(outcome, Failed):
             raise self._user_error(outcome)
         else:
@@ -257,9 +263,26 @@ class Processor:
             self._release(self._input_reduction, 1)
 
     # -- routing ------------------------------------------------------------
+    def _size(self, chain: Chain, queue: deque) -> int:
+        """Items in the next batch of ``chain``."""
+        if chain.timeout is not None:
+            return 1  # one call per batch: the deadline is per call
+        sizer = self.sizers[chain.id]
+        size = sizer.size
+        if size > 1 and sizer.long:
+            # Batches of long items shrink towards the end of the work known
+            # (guided self-scheduling), so the run does not end with one
+            # worker busy with a whole batch while the others idle.
+            left = sum(len(chunk[1]) for chunk in queue)
+            if chain.id == self._input_node and not self.input_done:
+                unread = length_hint(self._input, -1)
+                left = left + unread if unread >= 0 else None
+            if left is not None:
+                size = min(size, -(-left // (2 * self.slots)))
+        return size
+
     def _take(self, chain: Chain, queue: deque) -> Batch:
-        # A job with a timeout runs one call per batch: the deadline is per call.
-        size = 1 if chain.timeout is not None else self.sizers[chain.id].size
+        size = self._size(chain, queue)
         works: list = []
         segments: list = []
         attempts = queue[0][3]
@@ -370,17 +393,22 @@ class Processor:
                 f'was tried {attempts} times and each time {reason}. '
                 f'Check the job for crashes, memory use (the OOM killer) or a '
                 f'too short timeout; maxAttempts= sets the number of tries.')
-        queue = self.pending[batch.chain]
-        index = 0
+        self._requeue(batch, attempts, alone=True)
+
+    def _requeue(self, batch: Batch, attempts: int, alone: bool = False) -> None:
+        """Queue a batch's works again, first in line: one chunk per segment,
+        or one per work when they must travel ``alone``."""
         chunks = []
+        index = 0
         position = batch.position
         for red, count, producer in batch.segments:
-            for work in batch.works[index:index + count]:
-                chunks.append([red, [work], producer, attempts, position])
+            works = batch.works[index:index + count]
+            for part in ([[w] for w in works] if alone else [works]):
+                chunks.append([red, part, producer, attempts, position])
                 if position is not None:
-                    position += 1
+                    position += len(part)
             index += count
-        queue.extendleft(reversed(chunks))
+        self.pending[batch.chain].extendleft(reversed(chunks))
         self.pending_items += len(batch.works)
 
     # -- helpers ------------------------------------------------------------

@@ -132,7 +132,8 @@ def _run_primary(compiled, world, work, handle_result, init, processes,
         executors.append((pool, True))
     inline = InlineExecutor()
     inline.start(local)
-    executors.append((inline, False))
+    if local or pool is None:
+        executors.append((inline, False))
     started = time.perf_counter()
     proc = Processor(compiled, make_closers(compiled), work,
                      slots=pool.slots if pool else 1, max_attempts=max_attempts,
@@ -154,12 +155,14 @@ def _run_primary(compiled, world, work, handle_result, init, processes,
         while not proc.finished:
             closes.step()  # what a finished reducer call routes is sent now
             for executor, kind in executors:
-                for short_only in (False, True):
-                    while executor.room(short_only):
-                        batch = proc.next_batch(kind, short_only)
+                for ahead in (False, True):
+                    while executor.room(ahead):
+                        batch = proc.next_batch(kind, ahead)
                         if batch is None:
                             break
                         executor.submit(batch)
+                if executor.room(False):  # an idle slot, nothing to give it
+                    executor.reclaim()
             calling = closes.step()  # input read may go straight to a reducer
             outcomes = inline.wait(0)
             if pool is not None and pool.in_flight():

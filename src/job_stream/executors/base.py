@@ -29,11 +29,11 @@ class Executor:
         """For implementers: prepare a run of ``chains`` (id -> job stages)."""
         raise NotImplementedError
 
-    def room(self, short_only: bool) -> bool:
+    def room(self, ahead: bool) -> bool:
         """For implementers: True if a batch could be submitted now.
 
-        With ``short_only``, also count busy slots that may queue one more
-        batch of short items behind the running one.
+        With ``ahead``, also count busy slots that may queue one more batch
+        behind the running one, so that no round trip separates the two.
         """
         raise NotImplementedError
 
@@ -49,6 +49,12 @@ class Executor:
     def in_flight(self) -> int:
         """For implementers: number of batches submitted without outcome."""
         raise NotImplementedError
+
+    def reclaim(self) -> None:
+        """A slot is idle and the Processor has nothing for it: take back a
+        batch queued behind a running one (its outcome will be
+        :class:`~job_stream.batch.Revoked`), if the executor can.  Default:
+        nothing."""
 
     def abort(self) -> None:
         """Drop every batch in flight (the run failed).  Default: nothing."""

@@ -23,7 +23,7 @@ class InlineExecutor(Executor):
         self._runner = ChainRunner(chains)
         self._done = []
 
-    def room(self, short_only: bool) -> bool:
+    def room(self, ahead: bool) -> bool:
         return not self._done
 
     def submit(self, batch) -> None:

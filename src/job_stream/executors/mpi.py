@@ -452,8 +452,8 @@ class MPIExecutor(Executor):
             WIRE['shared_sends'] += 1
 
     # -- the executor contract ----------------------------------------------
-    def room(self, short_only: bool) -> bool:
-        if self.local.room(short_only):
+    def room(self, ahead: bool) -> bool:
+        if self.local.room(ahead):
             return True
         # Another rank always gets one batch per slot queued ahead, whatever
         # the item length, so the network round trip never leaves it idle.
@@ -462,6 +462,12 @@ class MPIExecutor(Executor):
 
     def in_flight(self) -> int:
         return self.local.in_flight() + sum(len(rk.inflight) for rk in self.ranks)
+
+    def reclaim(self) -> None:
+        # Only from rank 0's own workers: another rank's batches are in its
+        # own pool's hands (DESIGN.md: work stealing between hosts is
+        # by pulling, two batches per slot ahead).
+        self.local.reclaim()
 
     def submit(self, batch: Batch) -> None:
         best, best_load = None, self.local.in_flight() / self.local.slots

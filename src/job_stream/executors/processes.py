@@ -27,10 +27,11 @@ import time
 from multiprocessing.connection import Connection, wait as wait_any
 from typing import Optional
 
-from ..batch import Failed, Lost
+from ..batch import Failed, Lost, Revoked
 from ..errors import ConfigurationError, short_repr
 from ..hosts import usable_cpus
 from ..serialization import dumps, dumps_code, find_unpicklable, loads
+from .._worker import BATCH, IDS, REVOKE
 from .base import Executor
 
 # Environment of worker processes: one BLAS/OpenMP thread per worker (they
@@ -72,7 +73,10 @@ class _Worker:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         theirs.close()
         self.conn = Connection(mine.detach())
-        self.inflight: dict = {}  # batch id -> (batch, deadline or None)
+        # batch id -> (batch, deadline or None), in the order sent: the
+        # worker runs them in that order, the first is running
+        self.inflight: dict = {}
+        self.revoking: set = set()  # batch ids asked back, not answered yet
         self.run_id = None
         self.forwarders = [
             threading.Thread(target=_forward, args=(pipe, name), daemon=True)
@@ -153,6 +157,7 @@ class ProcessExecutor(Executor):
         self._run_id = 0
         self._run_message = b''
         self._timeouts: dict = {}
+        self._has_timeouts = False
         self._ready: list = []
         self.messages = self.work_messages = 0
         self.comm_seconds = 0.0
@@ -170,6 +175,7 @@ class ProcessExecutor(Executor):
         self._run_message = dumps(('run', self._run_id, blob, list(sys.path),
                                    os.getcwd()))
         self._timeouts = {cid: stages[0].timeout for cid, stages in chains.items()}
+        self._has_timeouts = any(t is not None for t in self._timeouts.values())
         self._ready = []
         self.messages = self.work_messages = 0
         self.comm_seconds = 0.0
@@ -186,6 +192,7 @@ class ProcessExecutor(Executor):
 
     def _begin_run(self, worker: _Worker) -> None:
         worker.inflight.clear()
+        worker.revoking.clear()
         worker.send(self._run_message)
         worker.run_id = self._run_id
         self.messages += 1
@@ -221,9 +228,28 @@ class ProcessExecutor(Executor):
         self._ready = []
 
     # -- the executor contract ----------------------------------------------
-    def room(self, short_only: bool) -> bool:
-        limit = 2 if short_only else 1
+    def room(self, ahead: bool) -> bool:
+        limit = 2 if ahead else 1
         return any(len(w.inflight) < limit for w in self._workers)
+
+    def reclaim(self) -> None:
+        """Ask workers for the batches queued behind their running one, one
+        per idle worker; the worker answers ``revoked`` if it had not started
+        it (else its outcome comes as usual)."""
+        idle = sum(1 for w in self._workers if not w.inflight)
+        for w in self._workers:
+            if idle <= 0:
+                return
+            for batch_id in list(w.inflight)[1:]:
+                if batch_id not in w.revoking:
+                    w.revoking.add(batch_id)
+                    try:
+                        w.send(REVOKE + IDS.pack(self._run_id, batch_id))
+                    except OSError:
+                        pass  # the worker died; wait() reports its batches
+                    self.messages += 1
+                    idle -= 1
+                    break
 
     def in_flight(self) -> int:
         return sum(len(w.inflight) for w in self._workers) + len(self._ready)
@@ -232,8 +258,9 @@ class ProcessExecutor(Executor):
         worker = min(self._workers, key=lambda w: len(w.inflight))
         t0 = time.perf_counter()
         try:
-            data = dumps(('batch', self._run_id, batch.id, batch.chain,
-                          batch.works, batch.cuts, batch.position))
+            data = BATCH + IDS.pack(self._run_id, batch.id) + dumps(
+                ('batch', self._run_id, batch.id, batch.chain, batch.works,
+                 batch.cuts, batch.position))
         except Exception:
             self._ready.append(self._unpicklable(batch))
             return
@@ -242,6 +269,7 @@ class ProcessExecutor(Executor):
         if timeout is not None:
             deadline = time.monotonic() + timeout
         worker.inflight[batch.id] = (batch, deadline)
+        worker.revoking.discard(batch.id)
         try:
             worker.send(data)
         except OSError:
@@ -255,8 +283,9 @@ class ProcessExecutor(Executor):
             out, self._ready = self._ready, []
             return out
         busy = {w.conn: w for w in self._workers if w.inflight}
-        deadlines = [d for w in busy.values()
-                     for _, d in w.inflight.values() if d is not None]
+        deadlines = self._has_timeouts and [
+            d for w in busy.values() for _, d in w.inflight.values()
+            if d is not None]
         if deadlines:
             left = max(0.0, min(deadlines) - time.monotonic())
             timeout = left if timeout is None else min(timeout, left)
@@ -271,11 +300,17 @@ class ProcessExecutor(Executor):
                 continue
             self.comm_seconds += time.perf_counter() - t0
             self.messages += 1
-            self.work_messages += 1
-            _, run_id, outcome = msg
+            kind, run_id, outcome = msg
+            if kind == 'revoked':
+                outcome = Revoked(outcome)
+            else:
+                self.work_messages += 1
             if run_id == self._run_id and outcome.batch in worker.inflight:
                 del worker.inflight[outcome.batch]
+                worker.revoking.discard(outcome.batch)
                 outcomes.append(outcome)
+        if not deadlines:
+            return outcomes
         now = time.monotonic()
         for worker in list(busy.values()):
             if worker in self._workers and any(
