@@ -9,6 +9,16 @@ from job_stream.pipeline import JobStage, Pipeline
 from job_stream.processor import Processor
 
 
+def done(batch, seconds_per_item=0.0):
+    """The outcome a worker sends for ``batch`` of the ``abs`` job: one
+    list of outputs per segment."""
+    outputs, start = [], 0
+    for n in batch.cuts:
+        outputs.append([abs(w) for w in batch.works[start:start + n]])
+        start += n
+    return Done(batch.id, outputs, wall=seconds_per_item * len(batch.works))
+
+
 def sizes_after(samples):
     sizer = BatchSizer()
     for seconds in samples:
@@ -41,8 +51,7 @@ def run_processor(items, seconds_per_item, slots=2):
             assert proc.finished
             break
         sizes.append(len(batch.works))
-        proc.apply(Done(batch.id, [[abs(w) for w in batch.works]],
-                        wall=seconds_per_item * len(batch.works)))
+        proc.apply(done(batch, seconds_per_item))
         results += proc.take_results()
     return sizes, results
 
@@ -69,9 +78,38 @@ def test_a_revoked_batch_is_queued_again_as_it_was():
     again = proc.next_batch(multiprocessing=True)
     assert again.works == first.works and again.position == first.position
     assert again.attempts == first.attempts == 0
-    proc.apply(Done(again.id, [[abs(w) for w in again.works]]))
+    proc.apply(done(again))
     results = proc.take_results()
     while (b := proc.next_batch(multiprocessing=True)) is not None:
-        proc.apply(Done(b.id, [[abs(w) for w in b.works]]))
+        proc.apply(done(b))
         results += proc.take_results()
     assert proc.finished and results == [1, 2, 3]
+
+
+def test_batches_taken_back_out_of_order_keep_their_input_positions():
+    """Batches taken back in any order are queued again first in line; a
+    new batch must still hold consecutive input items, with their position
+    (job_stream.map puts results in order by it)."""
+    items = list(range(-300, 0))
+    p = Pipeline()
+    p.root.stages.append(JobStage(abs, 'abs'))
+    proc = Processor(p.compile(), {}, iter(items), slots=3)
+    rng = random.Random(7)
+    out, results = [], []
+    while not proc.finished:
+        batch = proc.next_batch(multiprocessing=True)
+        if batch is not None:
+            assert batch.position is not None
+            assert batch.works == items[batch.position:
+                                        batch.position + len(batch.works)]
+            out.append(batch)
+        if batch is None or len(out) == 4:
+            rng.shuffle(out)
+            for b in out:  # some finish, some are taken back
+                if rng.random() < 0.5:
+                    proc.apply(Revoked(b.id))
+                else:
+                    proc.apply(done(b, 1e-6))
+            out = []
+        results += proc.take_results()
+    assert sorted(results) == list(range(1, 301))

@@ -228,7 +228,9 @@ def test_work_queued_behind_a_long_item_goes_to_an_idle_worker(run_script):
     trip separates them) is taken back when another worker goes idle: no
     worker idles while work waits.  Here one item runs until every other
     item has come out; a short item stuck behind it would never come out,
-    and the long item would give up and fail the run."""
+    and the long item would give up and fail the run.  (A batch does get
+    queued behind the long item: once the first short batch is back, both
+    workers hold one batch and each is given one more.)"""
     proc = run_script('''
         import os, time
         from job_stream.inline import Work

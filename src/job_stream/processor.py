@@ -275,7 +275,10 @@ class Processor:
             # worker busy with a whole batch while the others idle.
             left = sum(len(chunk[1]) for chunk in queue)
             if chain.id == self._input_node and not self.input_done:
-                unread = length_hint(self._input, -1)
+                try:
+                    unread = length_hint(self._input, -1)
+                except (TypeError, ValueError):  # a broken __length_hint__
+                    unread = -1
                 left = left + unread if unread >= 0 else None
             if left is not None:
                 size = min(size, -(-left // (2 * self.slots)))
@@ -287,11 +290,16 @@ class Processor:
         segments: list = []
         attempts = queue[0][3]
         # The input position of the batch's first work, kept only while the
-        # batch holds consecutive input items (see Batch.position).
+        # batch holds consecutive input items (see Batch.position).  A batch
+        # that starts with input items ends before a chunk that does not
+        # follow them (batches taken back, or resumed from a checkpoint, are
+        # queued again out of order): map() needs the position.
         position = expect = queue[0][4]
         while queue and len(works) < size and queue[0][3] == attempts:
             chunk = queue[0]
             red, items, producer, _, start = chunk
+            if works and expect is not None and start != expect:
+                break
             room = size - len(works)
             if len(items) <= room:
                 queue.popleft()

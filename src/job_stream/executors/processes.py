@@ -74,7 +74,8 @@ class _Worker:
         theirs.close()
         self.conn = Connection(mine.detach())
         # batch id -> (batch, deadline or None), in the order sent: the
-        # worker runs them in that order, the first is running
+        # worker runs them in that order, so the first is the one running
+        # (or about to) and the others have not started
         self.inflight: dict = {}
         self.revoking: set = set()  # batch ids asked back, not answered yet
         self.run_id = None
@@ -236,7 +237,8 @@ class ProcessExecutor(Executor):
         """Ask workers for the batches queued behind their running one, one
         per idle worker; the worker answers ``revoked`` if it had not started
         it (else its outcome comes as usual)."""
-        idle = sum(1 for w in self._workers if not w.inflight)
+        idle = sum(1 for w in self._workers if not w.inflight) - sum(
+            len(w.revoking) for w in self._workers)  # asked already
         for w in self._workers:
             if idle <= 0:
                 return
@@ -324,8 +326,11 @@ class ProcessExecutor(Executor):
 
     # -- failures -------------------------------------------------------------
     def _replace(self, worker: _Worker, reason: str) -> list:
-        """A worker is gone: report its batches lost, start a new one."""
-        lost = [Lost(batch_id, reason) for batch_id in worker.inflight]
+        """A worker is gone: report the batch it was running lost, and those
+        queued behind it taken back (they never started, so they are not
+        charged an attempt); start a new worker."""
+        lost = [Lost(batch_id, reason) if i == 0 else Revoked(batch_id)
+                for i, batch_id in enumerate(worker.inflight)]
         worker.close()
         index = self._workers.index(worker)
         self._workers[index] = fresh = _Worker(worker_environment())
