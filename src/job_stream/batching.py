@@ -41,8 +41,8 @@ LONG_ITEM_SECONDS = 0.002
 MAX_ITEMS = 16384
 # Long items of regular duration (the last REGULAR_SAMPLES batches all within
 # a factor REGULAR_SPREAD of each other) travel in batches of about
-# REGULAR_BATCH_SECONDS: every batch costs the primary ~0.4 ms of CPU on
-# this 2-core machine (taken from a worker's core), 4% of a 10 ms item.
+# REGULAR_BATCH_SECONDS: every batch costs the primary ~0.3 ms of CPU on
+# this 2-core machine (taken from a worker's core), 3% of a 10 ms item.
 # bench/throughput.py, section 2 (200 x 10 ms items): efficiency 0.89 one
 # item per batch, 0.96 in batches of 50 ms.  The Processor shrinks these
 # batches towards the end of the known work, so the run does not end with one

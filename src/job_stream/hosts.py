@@ -194,12 +194,13 @@ def usable_cpus() -> int:
     by the CPUs allocated on this node (``SLURM_CPUS_ON_NODE``: a cluster
     without CPU binding leaves the affinity at the whole machine; ignored
     when ``SLURMD_NODENAME`` names another node, i.e. the environment was
-    forwarded from there); at least 1."""
+    forwarded from there); at least 1.  The quota is read once per
+    process (reading it costs ~0.2 ms, and a pool is sized at every run)."""
     try:
         count = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS
         count = os.cpu_count() or 1
-    limit = cgroup_cpu_limit()
+    limit = _own_cgroup_cpu_limit()
     if limit is not None:
         count = min(count, limit)
     allocated = os.environ.get('SLURM_CPUS_ON_NODE', '')
@@ -211,6 +212,11 @@ def usable_cpus() -> int:
                  or node.split('.')[0] == socket.gethostname().split('.')[0])):
         count = min(count, int(allocated))
     return max(1, count)
+
+
+@functools.lru_cache(maxsize=1)
+def _own_cgroup_cpu_limit() -> Optional[int]:
+    return cgroup_cpu_limit()
 
 
 def cgroup_cpu_limit(proc: str = '/proc/self') -> Optional[int]:

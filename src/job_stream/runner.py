@@ -153,7 +153,6 @@ def _run_primary(compiled, world, work, handle_result, init, processes,
         _deliver(proc.take_results(), handle_result, results)
     try:
         while not proc.finished:
-            closes.step()  # what a finished reducer call routes is sent now
             for executor, kind in executors:
                 for ahead in (False, True):
                     while executor.room(ahead):
@@ -186,7 +185,7 @@ def _run_primary(compiled, world, work, handle_result, init, processes,
                             'checkpointing is off: pass checkpointFile= or set '
                             'JOBS_CHECKPOINT.')
                     ckpt.force(outcome.checkpoint)
-            closes.step()
+            closes.step()  # what a finished reducer call routed goes out next
             _deliver(proc.take_results(), handle_result, results)
             if ckpt is not None and not proc.finished:
                 ckpt.tick(proc, results, settle)

@@ -71,10 +71,8 @@ class StagedFiles:
                 for full, name in self.files.items():
                     tar.add(full, arcname=name)
             archive.flush()
-            with ThreadPoolExecutor(max(1, min(16, len(hosts)))) as pool:
-                results = list(pool.map(
-                    lambda h: self._copy_one(h, archive.name), hosts))
-        failures = [message for message in results if message]
+            failures = _on_each(lambda h: self._copy_one(h, archive.name),
+                                hosts)
         if failures:
             self.clean()
             raise StagingError(failures[0])
@@ -92,9 +90,7 @@ class StagedFiles:
             return f'Could not stage files to host {host}: {e}.'
         folder = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ''
         if proc.returncode != 0 or not _is_scratch(folder):
-            reason = (proc.stderr.strip().splitlines() or
-                      [f'exit status {proc.returncode}'])[-1]
-            return (f'Could not stage files to host {host}: {reason}. Check '
+            return (f'Could not stage files to host {host}: {_reason(proc)}. Check '
                     f'that "ssh {host}" works without a password, or drop '
                     f'--stage when the hosts share this file system.')
         self.folders[host] = folder
@@ -117,11 +113,22 @@ class StagedFiles:
         """Remove every scratch folder; return warnings for those that could
         not be removed."""
         folders, self.folders = self.folders, {}
-        if not folders:
-            return []
-        with ThreadPoolExecutor(max(1, min(16, len(folders)))) as pool:
-            return [w for w in pool.map(lambda item: _remove(*item),
-                                        folders.items()) if w]
+        return _on_each(lambda item: _remove(*item), list(folders.items()))
+
+
+def _on_each(fn, items: list) -> list:
+    """``fn`` on every item (a host), in parallel; the messages it returned
+    (None means all went well)."""
+    if not items:
+        return []
+    with ThreadPoolExecutor(min(16, len(items))) as pool:
+        return [message for message in pool.map(fn, items) if message]
+
+
+def _reason(proc: subprocess.CompletedProcess) -> str:
+    """The last line a failed remote command wrote, or its exit status."""
+    return (proc.stderr.strip().splitlines()
+            or [f'exit status {proc.returncode}'])[-1]
 
 
 def _is_scratch(folder: str) -> bool:
@@ -137,8 +144,7 @@ def _remove(host: str, folder: str) -> Optional[str]:
                               text=True, timeout=CLEANUP_TIMEOUT)
         if proc.returncode == 0:
             return None
-        reason = (proc.stderr.strip().splitlines() or
-                  [f'exit status {proc.returncode}'])[-1]
+        reason = _reason(proc)
     except subprocess.TimeoutExpired:
         reason = f'no answer within {CLEANUP_TIMEOUT:.0f} s'
     except OSError as e:

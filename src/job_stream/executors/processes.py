@@ -271,7 +271,6 @@ class ProcessExecutor(Executor):
         if timeout is not None:
             deadline = time.monotonic() + timeout
         worker.inflight[batch.id] = (batch, deadline)
-        worker.revoking.discard(batch.id)
         try:
             worker.send(data)
         except OSError:
